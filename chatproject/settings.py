@@ -1,0 +1,253 @@
+"""Settings for the chat backend, read from the environment (see .env.example).
+
+Without any environment the service runs on embedded defaults: SQLite, local-memory
+cache and the offline reply provider. Production values come only from the environment.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str(
+    "DJANGO_SECRET_KEY",
+    default="django-insecure-local-development-key-do-not-use-in-production-0123456789",
+)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+MONGODB_URI = env.str("MONGODB_URI", default="")
+USE_MONGODB = bool(MONGODB_URI)
+
+if USE_MONGODB:
+    # MongoDB needs ObjectIdAutoField primary keys in the contrib apps that have models.
+    CONTRIB_MODEL_APPS = [
+        "chatproject.mongo_apps.MongoAdminConfig",
+        "chatproject.mongo_apps.MongoAuthConfig",
+        "chatproject.mongo_apps.MongoContentTypesConfig",
+    ]
+else:
+    CONTRIB_MODEL_APPS = [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+    ]
+
+INSTALLED_APPS = [
+    *CONTRIB_MODEL_APPS,
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "core",
+    "interactions",
+    "messages_app",
+    "llm",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "core.middleware.RequestBodyLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "chatproject.urls"
+WSGI_APPLICATION = "chatproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# MONGODB_URI selects MongoDB (django-mongodb-backend); otherwise DATABASE_URL, which
+# defaults to a SQLite file beside manage.py.
+MONGODB_SERVER_SELECTION_TIMEOUT_MS = env.int("MONGODB_SERVER_SELECTION_TIMEOUT_MS", default=3000)
+MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", default=10000)
+if USE_MONGODB:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django_mongodb_backend",
+            # The backend reads the database name from the URI's path when NAME is empty.
+            "HOST": MONGODB_URI,
+            "NAME": env.str("MONGODB_NAME", default=""),
+            "OPTIONS": {
+                "serverSelectionTimeoutMS": MONGODB_SERVER_SELECTION_TIMEOUT_MS,
+                "connectTimeoutMS": MONGODB_SERVER_SELECTION_TIMEOUT_MS,
+                "socketTimeoutMS": MONGODB_SOCKET_TIMEOUT_MS,
+            },
+        }
+    }
+    DEFAULT_AUTO_FIELD = "django_mongodb_backend.fields.ObjectIdAutoField"
+    # Contrib apps get migrations generated for ObjectIdAutoField primary keys.
+    MIGRATION_MODULES = {
+        "admin": "mongo_migrations.admin",
+        "auth": "mongo_migrations.auth",
+        "contenttypes": "mongo_migrations.contenttypes",
+        "authtoken": "mongo_migrations.authtoken",
+    }
+else:
+    DATABASES = {
+        "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    }
+    DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache ----------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHE_SOCKET_TIMEOUT_SECONDS = env.float("CACHE_SOCKET_TIMEOUT_SECONDS", default=0.25)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "chat",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT_SECONDS,
+                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT_SECONDS,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "chat",
+        }
+    }
+API_CACHE_TIMEOUT_SECONDS = env.int("API_CACHE_TIMEOUT_SECONDS", default=300)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Without collectstatic (tests, first run) fall back to the unhashed file names.
+WHITENOISE_MANIFEST_STRICT = False
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
+
+# --- Request limits -------------------------------------------------------------------
+REQUEST_BODY_MAX_BYTES = env.int("REQUEST_BODY_MAX_BYTES", default=256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+MESSAGE_CONTENT_MAX_CHARS = env.int("MESSAGE_CONTENT_MAX_CHARS", default=32_000)
+INTERACTION_PROMPT_MAX_CHARS = env.int("INTERACTION_PROMPT_MAX_CHARS", default=32_000)
+
+# --- REST framework and OpenAPI -------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+    # Cache errors are caught where the cache is used (core.cache), so that they are counted.
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.FailOpenUserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_THROTTLE_RATE", default="600/minute"),
+        "anon": env.str("API_ANON_THROTTLE_RATE", default="60/minute"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chat backend API",
+    "DESCRIPTION": (
+        "Conversations (interactions) with an LLM. Every error answers with the envelope "
+        '`{"error": {"message", "type", "param", "code"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "MessageRoleEnum": "messages_app.models.MessageRole",
+        "MessageStatusEnum": "messages_app.models.MessageStatus",
+        "PromptRoleEnum": "interactions.models.PromptRole",
+    },
+}
+
+# --- LLM provider ---------------------------------------------------------------------
+# "auto" uses the OpenAI-compatible provider when OPENAI_API_KEY or OPENAI_BASE_URL is
+# set and the offline provider otherwise; "openai" and "offline" force one of them.
+LLM_PROVIDER = env.str("LLM_PROVIDER", default="auto")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="gpt-4o-mini")
+LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
+LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=1)
+LLM_MAX_OUTPUT_TOKENS = env.int("LLM_MAX_OUTPUT_TOKENS", default=4096)
+LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=12_000)
+# A claim on an interaction's reply slot older than this is considered abandoned
+# (a worker died mid-reply) and may be taken over.
+LLM_REPLY_LEASE_SECONDS = env.int("LLM_REPLY_LEASE_SECONDS", default=300)
+
+# --- Security (production) ------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+CSRF_FAILURE_VIEW = "core.views.csrf_failure"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django_redis": {"level": "WARNING"}},
+}

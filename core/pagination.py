@@ -1,0 +1,116 @@
+"""Keyset pagination in the OpenAI list convention.
+
+Query: `limit` (default 20, at most 100), `order` (`asc` or `desc`), `after` or `before`
+(the id of an object in the list). Response:
+`{"object": "list", "data": [...], "first_id", "last_id", "has_more"}`.
+
+The list is ordered by (sort field, id), so objects created in the same instant keep a
+stable order, and `after=<the last id I have>` with `order=asc` polls for newer objects.
+"""
+
+import uuid
+from typing import Any
+
+from django.db.models import Model, Q, QuerySet
+from rest_framework import serializers
+from rest_framework.pagination import BasePagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+class ListParamsSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    order = serializers.ChoiceField(choices=["asc", "desc"], required=False)
+    after = serializers.UUIDField(required=False)
+    before = serializers.UUIDField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "after" in attrs and "before" in attrs:
+            raise serializers.ValidationError({"before": "Use either `after` or `before`, not both."})
+        return attrs
+
+
+def _keyset_filter(sort_field: str, value: Any, pk: Any, *, forward: bool) -> Q:
+    op = "gt" if forward else "lt"
+    return Q(**{f"{sort_field}__{op}": value}) | Q(**{sort_field: value, f"pk__{op}": pk})
+
+
+class ListPagination(BasePagination):
+    """Views set `list_sort_field` (a model field) and `list_default_order`."""
+
+    def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> list[Any]:
+        params = ListParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        limit: int = params.validated_data["limit"]
+        sort_field: str = view.list_sort_field
+        order: str = params.validated_data.get("order") or view.list_default_order
+        after: uuid.UUID | None = params.validated_data.get("after")
+        before: uuid.UUID | None = params.validated_data.get("before")
+
+        ascending = order == "asc"
+        cursor = after or before
+        # `before` walks the list backwards from the cursor and is flipped back below.
+        walk_ascending = ascending if before is None else not ascending
+        if cursor is not None:
+            anchor = queryset.filter(pk=cursor).values(sort_field, "pk").first()
+            if anchor is None:
+                param = "after" if after else "before"
+                raise serializers.ValidationError({param: f"No object with id {cursor} in this list."})
+            queryset = queryset.filter(
+                _keyset_filter(sort_field, anchor[sort_field], anchor["pk"], forward=walk_ascending)
+            )
+        prefix = "" if walk_ascending else "-"
+        rows: list[Model] = list(queryset.order_by(f"{prefix}{sort_field}", f"{prefix}pk")[: limit + 1])
+        self.has_more = len(rows) > limit
+        rows = rows[:limit]
+        if before is not None:
+            rows.reverse()
+        return rows
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(self.page_body(data))
+
+    def page_body(self, data: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": self.has_more,
+        }
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["object", "data", "first_id", "last_id", "has_more"],
+            "properties": {
+                "object": {"type": "string", "enum": ["list"]},
+                "data": schema,
+                "first_id": {"type": "string", "format": "uuid", "nullable": True},
+                "last_id": {"type": "string", "format": "uuid", "nullable": True},
+                "has_more": {"type": "boolean"},
+            },
+        }
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+            return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+        uuid_schema = {"type": "string", "format": "uuid"}
+        return [
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "How many objects to return.",
+            ),
+            query(
+                "order",
+                {"type": "string", "enum": ["asc", "desc"], "default": view.list_default_order},
+                "Sort order by time.",
+            ),
+            query("after", uuid_schema, "Return objects that come after this id in the chosen order."),
+            query("before", uuid_schema, "Return objects that come before this id in the chosen order."),
+        ]

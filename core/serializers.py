@@ -1,0 +1,27 @@
+import uuid
+from typing import Any
+
+from rest_framework import serializers
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Rejects fields the client may not set, instead of silently ignoring them."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["This field is unknown or read-only and cannot be set."] for name in unknown},
+                    code="unknown_field",
+                )
+        return super().to_internal_value(data)
+
+
+def parse_id(value: str, *, param: str) -> uuid.UUID:
+    """A path or query id as a UUID, or a 400 that names the parameter."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise serializers.ValidationError({param: [f"“{value}” is not a valid id."]}, code="invalid_id") from None

@@ -1,0 +1,86 @@
+"""JSON answers for errors raised outside DRF views (unknown URLs, crashes, CSRF)."""
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import JSONParser
+from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.database import is_database_unavailable
+from core.exceptions import error_body
+from core.throttling import FailOpenAnonRateThrottle
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(
+        error_body(message=f"Unknown URL: {request.path}", status_code=404, code="unknown_url"),
+        status=404,
+    )
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        error_body(message="The server failed to process the request.", status_code=500, code="server_error"),
+        status=500,
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(
+        error_body(message="The request could not be understood.", status_code=400, code="bad_request"),
+        status=400,
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(
+        error_body(message="You do not have permission to do this.", status_code=403, code="permission_denied"),
+        status=403,
+    )
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    return JsonResponse(
+        error_body(
+            message=f"CSRF verification failed: {reason}. API clients should use token authentication.",
+            status_code=403,
+            code="csrf_failed",
+        ),
+        status=403,
+    )
+
+
+@extend_schema(
+    operation_id="health",
+    responses={
+        200: inline_serializer("Health", {"status": serializers.CharField()}),
+        503: inline_serializer("HealthUnavailable", {"status": serializers.CharField()}),
+    },
+    auth=[],
+)
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+@throttle_classes([])
+def health(request: Request) -> Response:
+    """Liveness and database readiness, for load balancers and container health checks."""
+    try:
+        connection.ensure_connection()
+        if connection.vendor == "mongodb":
+            connection.connection.admin.command("ping")
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        return Response({"status": "database_unavailable"}, status=503)
+    return Response({"status": "ok"})
+
+
+class TokenObtainView(ObtainAuthToken):
+    """Exchange a username and password for the API token (`Authorization: Token <key>`)."""
+
+    parser_classes = [JSONParser]
+    throttle_classes = [FailOpenAnonRateThrottle]

@@ -1,0 +1,49 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from core.models import new_id
+
+
+class PromptRole(models.TextChoices):
+    SYSTEM = "system", "system"
+    DEVELOPER = "developer", "developer"
+
+
+class Interaction(models.Model):
+    """A conversation of one user with the model, with the settings its replies use."""
+
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interactions")
+    title = models.CharField(max_length=200, blank=True)
+    model_name = models.CharField(max_length=200)
+    role = models.CharField(
+        max_length=16,
+        choices=PromptRole.choices,
+        default=PromptRole.SYSTEM,
+        help_text="The role the prompt is sent as.",
+    )
+    prompt = models.TextField(blank=True, help_text="The system prompt.")
+    temperature = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    # Denormalised so that listing never counts or joins messages.
+    message_count = models.PositiveIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    # Bumped by every write to the interaction or its messages; part of cache keys.
+    version = models.PositiveBigIntegerField(default=0)
+    # Set while a reply is being generated; see interaction_reply_slot_claim().
+    reply_claimed_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "last_activity_at", "id"], name="interaction_owner_activity"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Interaction {self.id}"

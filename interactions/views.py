@@ -1,0 +1,79 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.pagination import ListPagination
+from core.schema import error_responses
+from core.serializers import parse_id
+from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached, owner_list_version
+from interactions.selectors import interaction_get, interaction_list
+from interactions.serializers import InteractionInputSerializer, InteractionSerializer
+from interactions.services import interaction_create, interaction_delete, interaction_update
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List your interactions, most recent activity first",
+        responses={200: InteractionSerializer(many=True), **error_responses(400)},
+    ),
+    create=extend_schema(
+        summary="Create an interaction",
+        request=InteractionInputSerializer,
+        responses={201: InteractionSerializer, **error_responses(400, 413)},
+    ),
+    retrieve=extend_schema(
+        summary="Get an interaction", responses={200: InteractionSerializer, **error_responses(400, 404)}
+    ),
+    partial_update=extend_schema(
+        summary="Change an interaction's title or settings",
+        request=InteractionInputSerializer,
+        responses={200: InteractionSerializer, **error_responses(400, 404, 413)},
+    ),
+    destroy=extend_schema(
+        summary="Delete an interaction and its messages",
+        responses={204: None, **error_responses(400, 404)},
+    ),
+)
+class InteractionViewSet(viewsets.ViewSet):
+    lookup_value_regex = "[^/]+"
+    pagination_class = ListPagination
+    list_sort_field = "last_activity_at"
+    list_default_order = "desc"
+    # Tells drf-spectacular that list() is paginated.
+    serializer_class = InteractionSerializer
+
+    def list(self, request: Request) -> Response:
+        key = f"interactions:list:{request.user.pk}:{owner_list_version(request.user.pk)}:{request.GET.urlencode()}"
+
+        def page() -> dict[str, Any]:
+            paginator = ListPagination()
+            rows = paginator.paginate_queryset(interaction_list(owner=request.user), request, view=self)
+            return paginator.page_body(InteractionSerializer(rows, many=True).data)
+
+        return Response(cached(key, page, timeout=LIST_CACHE_TIMEOUT_SECONDS))
+
+    def create(self, request: Request) -> Response:
+        serializer = InteractionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        interaction = interaction_create(owner=request.user, **serializer.validated_data)
+        return Response(InteractionSerializer(interaction).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        interaction = interaction_get(owner=request.user, interaction_id=parse_id(pk, param="interaction_id"))
+        key = f"interactions:detail:{interaction.pk}:{interaction.version}"
+        return Response(cached(key, lambda: InteractionSerializer(interaction).data))
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        interaction = interaction_get(owner=request.user, interaction_id=parse_id(pk, param="interaction_id"))
+        serializer = InteractionInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        interaction = interaction_update(interaction=interaction, **serializer.validated_data)
+        return Response(InteractionSerializer(interaction).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        interaction = interaction_get(owner=request.user, interaction_id=parse_id(pk, param="interaction_id"))
+        interaction_delete(interaction=interaction)
+        return Response(status=status.HTTP_204_NO_CONTENT)

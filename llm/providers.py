@@ -1,0 +1,218 @@
+"""Model providers: the OpenAI-compatible one (official `openai` SDK) and the offline one.
+
+Both speak the same small interface, and turn every failure into a ProviderError that
+says how the reply failed (ReplyErrorCode) in words a user can act on.
+"""
+
+import functools
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+from django.conf import settings
+
+from messages_app.models import ReplyErrorCode
+
+OFFLINE_MODEL_NAME = "offline-provider"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass
+class ChatChunk:
+    """A piece of a reply. Non-streamed replies come as one chunk with everything set."""
+
+    delta: str = ""
+    model: str = ""
+    finish_reason: str = ""
+    usage: Usage | None = None
+
+
+@dataclass
+class ProviderError(Exception):
+    code: ReplyErrorCode
+    message: str
+    retry_after: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ChatProvider(Protocol):
+    name: str
+
+    def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatChunk]:
+        """Yield the reply's chunks; raise ProviderError on any failure, also mid-stream."""
+        ...
+
+
+class OpenAICompatibleProvider:
+    name = "openai"
+
+    def __init__(self, *, api_key: str, base_url: str | None) -> None:
+        self.client = openai.OpenAI(
+            # Local servers (Ollama, vLLM, llama.cpp) ignore the key but the SDK wants one.
+            api_key=api_key or "not-needed",
+            base_url=base_url or None,
+            timeout=openai.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS),
+            max_retries=settings.LLM_MAX_RETRIES,
+        )
+
+    def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatChunk]:
+        options: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+        }
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        try:
+            if stream:
+                yield from self._stream(options)
+            else:
+                yield self._complete(options)
+        except openai.APITimeoutError as exc:
+            raise ProviderError(
+                ReplyErrorCode.UPSTREAM_TIMEOUT,
+                f"the model provider did not answer within {settings.LLM_TIMEOUT_SECONDS:g} seconds",
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError(ReplyErrorCode.UPSTREAM_UNREACHABLE, "the model provider could not be reached") from exc
+        except openai.RateLimitError as exc:
+            raise ProviderError(
+                ReplyErrorCode.UPSTREAM_RATE_LIMITED,
+                "the model provider is rate limiting requests",
+                retry_after=exc.response.headers.get("retry-after"),
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise ProviderError(
+                ReplyErrorCode.UPSTREAM_ERROR,
+                f"the model provider answered HTTP {exc.status_code}: {_short(exc.message)}",
+            ) from exc
+        except openai.APIResponseValidationError as exc:
+            raise ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer was malformed") from exc
+        except (openai.APIError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # The SDK raises plain decoding errors for non-JSON bodies and SSE garbage.
+            raise ProviderError(
+                ReplyErrorCode.UPSTREAM_BAD_RESPONSE, f"the model provider's answer could not be read: {_short(str(exc))}"
+            ) from exc
+
+    def _complete(self, options: dict[str, Any]) -> ChatChunk:
+        completion = self.client.chat.completions.create(**options)
+        if not isinstance(completion, openai.types.chat.ChatCompletion) or not completion.choices:
+            raise ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer had no choices")
+        choice = completion.choices[0]
+        content = choice.message.content if choice.message else None
+        if content is None:
+            raise ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer had no content")
+        usage = completion.usage
+        return ChatChunk(
+            delta=content,
+            model=completion.model or options["model"],
+            finish_reason=choice.finish_reason or "",
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) if usage else None,
+        )
+
+    def _stream(self, options: dict[str, Any]) -> Iterator[ChatChunk]:
+        stream = self.client.chat.completions.create(
+            **options, stream=True, stream_options={"include_usage": True}
+        )
+        with stream:
+            for event in stream:
+                chunk = ChatChunk(model=event.model or "")
+                if event.choices:
+                    choice = event.choices[0]
+                    chunk.delta = (choice.delta.content or "") if choice.delta else ""
+                    chunk.finish_reason = choice.finish_reason or ""
+                if event.usage:
+                    chunk.usage = Usage(
+                        event.usage.prompt_tokens, event.usage.completion_tokens, event.usage.total_tokens
+                    )
+                yield chunk
+
+
+class OfflineProvider:
+    """Answers without any model, so the service can be tried with no key and no network.
+
+    Deterministic: the same conversation gets the same reply. Its model name and its text
+    say plainly that no model wrote it.
+    """
+
+    name = "offline"
+    chunk_delay_seconds = 0.0
+
+    def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatChunk]:
+        last_user = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+        digest = hashlib.sha256(last_user.encode()).hexdigest()[:8]
+        text = (
+            "[offline provider] No language model is configured on this server, so this reply "
+            "was written by the built-in offline provider, not by a model. "
+            f"You said ({len(last_user)} characters, fingerprint {digest}): {_short(last_user, 200)}"
+        )
+        words = text.split(" ")
+        pieces = [word + " " for word in words[:-1]] + [words[-1]] if stream else [text]
+        budget_chars = request.max_tokens * 4
+        sent = 0
+        finish_reason = "stop"
+        for piece in pieces:
+            if sent + len(piece) > budget_chars:
+                piece = piece[: budget_chars - sent]
+                finish_reason = "length"
+            sent += len(piece)
+            if piece:
+                yield ChatChunk(delta=piece, model=OFFLINE_MODEL_NAME)
+            if finish_reason == "length":
+                break
+            if self.chunk_delay_seconds:
+                time.sleep(self.chunk_delay_seconds)
+        prompt_tokens = sum(len(m["content"]) for m in request.messages) // 4 + 1
+        completion_tokens = sent // 4 + 1
+        yield ChatChunk(
+            model=OFFLINE_MODEL_NAME,
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens),
+        )
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@functools.lru_cache(maxsize=8)
+def _provider(choice: str, api_key: str, base_url: str, timeout: float, connect: float, retries: int) -> ChatProvider:
+    configured = bool(api_key or base_url)
+    if choice == "offline" or (choice == "auto" and not configured):
+        return OfflineProvider()
+    if choice in ("openai", "auto"):
+        return OpenAICompatibleProvider(api_key=api_key, base_url=base_url)
+    raise ValueError(f"LLM_PROVIDER must be auto, openai or offline, not {choice!r}")
+
+
+def provider_get() -> ChatProvider:
+    """The configured provider, built once per configuration (its HTTP client pools connections)."""
+    return _provider(
+        settings.LLM_PROVIDER,
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_BASE_URL,
+        settings.LLM_TIMEOUT_SECONDS,
+        settings.LLM_CONNECT_TIMEOUT_SECONDS,
+        settings.LLM_MAX_RETRIES,
+    )

@@ -1,0 +1,72 @@
+"""Server-sent events for a reply being generated.
+
+Events, in order: `message.created` (the stored user message; absent on retry),
+`reply.created` (the stored `in_progress` reply), `reply.delta` (`{"id", "delta"}`, as
+text arrives), then `reply.completed` (the stored reply) or `error` (the error envelope
+with the stored reply in `error.details.reply`).
+"""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from core.exceptions import error_body
+from llm.services import reply_run
+from messages_app.errors import REPLY_ERROR_STATUS
+from messages_app.models import Message, MessageStatus
+from messages_app.serializers import MessageSerializer
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _reply_events(*, reply: Message, user_message: Message | None) -> Iterator[bytes]:
+    run = reply_run(reply=reply, stream=True)
+    try:
+        if user_message is not None:
+            yield sse("message.created", MessageSerializer(user_message).data)
+        yield sse("reply.created", MessageSerializer(reply).data)
+        for delta in run:
+            yield sse("reply.delta", {"id": str(reply.pk), "delta": delta})
+    except GeneratorExit:
+        # The client went away. Finish the reply anyway so that it is stored whole and
+        # the client finds it when it lists the messages again.
+        for _ in run:
+            pass
+        raise
+    reply_data = MessageSerializer(reply).data
+    if reply.error_code:
+        status_code = REPLY_ERROR_STATUS.get(reply.error_code, 502)
+        body = error_body(
+            message=f"The reply could not be completed: {reply.error_message}",
+            status_code=status_code,
+            code=reply.error_code,
+            error_type="upstream_error",
+            details={"status": status_code, "reply_id": str(reply.pk), "reply": reply_data},
+        )
+        yield sse("error", body)
+    else:
+        assert reply.status in (MessageStatus.COMPLETED, MessageStatus.INCOMPLETE)
+        yield sse("reply.completed", reply_data)
+
+
+class ReplyEventStream:
+    """The SSE body of a reply. Closing it, even before it started, still stores the reply."""
+
+    def __init__(self, *, reply: Message, user_message: Message | None) -> None:
+        self._events = _reply_events(reply=reply, user_message=user_message)
+        self._started = False
+
+    def __iter__(self) -> "ReplyEventStream":
+        return self
+
+    def __next__(self) -> bytes:
+        self._started = True
+        return next(self._events)
+
+    def close(self) -> None:
+        if not self._started:
+            for _ in self._events:
+                pass
+        self._events.close()

@@ -1,0 +1,79 @@
+from django.db import models
+from django.utils import timezone
+
+from core.models import new_id
+from interactions.models import Interaction
+
+
+class MessageRole(models.TextChoices):
+    USER = "user", "user"
+    ASSISTANT = "assistant", "assistant"
+    SYSTEM = "system", "system"
+
+
+class MessageStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress", "in progress"
+    COMPLETED = "completed", "completed"
+    INCOMPLETE = "incomplete", "incomplete"
+    FAILED = "failed", "failed"
+
+
+class Message(models.Model):
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    interaction = models.ForeignKey(Interaction, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    role = models.CharField(max_length=16, choices=MessageRole.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETED)
+    reply_to = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replies",
+        help_text="For an assistant reply: the user message it answers.",
+    )
+
+    # What the reply work records.
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    # Null when the client sent no Idempotency-Key; unique per interaction otherwise.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Not a database field. message_create() sets it when its caller generates the reply
+    # itself (streaming); the llm app's post_save receiver then leaves the message alone.
+    reply_deferred: bool = False
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["interaction", "created_at", "id"], name="message_interaction_time"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["interaction", "idempotency_key"], name="message_idempotency_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:50]}"
+
+
+class ReplyErrorCode(models.TextChoices):
+    """Why a reply failed. The llm app records these; the API maps them to HTTP statuses."""
+
+    UPSTREAM_TIMEOUT = "upstream_timeout", "the provider did not answer in time"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable", "the provider could not be reached"
+    UPSTREAM_RATE_LIMITED = "upstream_rate_limited", "the provider is rate limiting"
+    UPSTREAM_ERROR = "upstream_error", "the provider answered with an error"
+    UPSTREAM_BAD_RESPONSE = "upstream_bad_response", "the provider's answer could not be used"
+    STREAM_INTERRUPTED = "stream_interrupted", "the provider's stream broke off"
+    INTERNAL_ERROR = "internal_error", "the server failed while generating"

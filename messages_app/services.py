@@ -1,0 +1,97 @@
+from typing import Any
+
+from django.db import IntegrityError
+from django.utils import timezone
+
+from core.errors import Conflict
+from interactions.models import Interaction
+from interactions.services import (
+    interaction_message_recorded,
+    interaction_messages_changed,
+    interaction_reply_slot_claim,
+    interaction_reply_slot_release,
+)
+from messages_app.models import Message, MessageRole, MessageStatus
+
+REPLY_FIELDS = (
+    "content",
+    "status",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "latency_ms",
+    "time_to_first_token_ms",
+    "finish_reason",
+    "error_code",
+    "error_message",
+)
+
+
+def message_create(
+    *,
+    interaction: Interaction,
+    role: str,
+    content: str,
+    status: str = MessageStatus.COMPLETED,
+    reply_to: Message | None = None,
+    idempotency_key: str | None = None,
+    request_fingerprint: str = "",
+    reply_deferred: bool = False,
+) -> Message:
+    """Store a message and keep the interaction's counters right.
+
+    A user message first claims the interaction's reply slot (Conflict, 409, while a reply
+    is in flight), then is stored. Storing it sends post_save, on which the llm app
+    (llm/signals.py) generates and stores the assistant reply and releases the slot,
+    unless `reply_deferred`: then the caller must generate the reply itself (streaming).
+    Nothing here holds a database transaction, so the reply's provider call never runs
+    inside one.
+    """
+    is_user_turn = role == MessageRole.USER
+    if is_user_turn:
+        interaction_reply_slot_claim(interaction_id=interaction.pk)
+    now = timezone.now()
+    message = Message(
+        interaction=interaction,
+        role=role,
+        content=content,
+        status=status,
+        reply_to=reply_to,
+        idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
+        created_at=now,
+    )
+    message.reply_deferred = reply_deferred
+    # Counted before the insert so that the counters are already right when the
+    # post_save receiver starts the reply; undone if the insert fails.
+    interaction_message_recorded(
+        interaction=interaction, at=now, title_hint=content if is_user_turn else ""
+    )
+    try:
+        message.save(force_insert=True)
+    except Exception as exc:
+        if not message._state.adding:
+            raise  # Stored; the failure came from a post_save receiver.
+        interaction_message_recorded(interaction=interaction, at=now, delta=-1)
+        if is_user_turn:
+            interaction_reply_slot_release(interaction_id=interaction.pk)
+        if isinstance(exc, IntegrityError):
+            raise Conflict(
+                "A message with this Idempotency-Key was created at the same time.",
+                code="idempotency_key_in_use",
+            ) from None
+        raise
+    return message
+
+
+def message_reply_update(*, reply: Message, **fields: Any) -> Message:
+    """Write what the reply work learned (content, status, usage, timings, error)."""
+    unknown = set(fields) - set(REPLY_FIELDS)
+    if unknown:
+        raise TypeError(f"Not reply fields: {sorted(unknown)}")
+    for name, value in fields.items():
+        setattr(reply, name, value)
+    reply.save(update_fields=[*fields, "updated_at"])
+    interaction_messages_changed(interaction=reply.interaction)
+    return reply
