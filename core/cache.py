@@ -10,9 +10,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-cache_errors = Counter(
-    "chat_cache_errors_total", "Cache operations that failed and were skipped.", ["operation"]
-)
+cache_errors = Counter("chat_cache_errors_total", "Cache operations that failed and were skipped.", ["operation"])
 
 
 def cache_call(operation: str, call: Callable[[], T], fallback: T) -> T:

@@ -134,4 +134,3 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     code = getattr(detail, "code", None) or getattr(exc, "default_code", None)
     response.data = error_body(message=str(detail), status_code=response.status_code, code=code)
     return response
-

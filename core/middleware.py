@@ -25,8 +25,7 @@ class RequestBodyLimitMiddleware:
             return JsonResponse(
                 error_body(
                     message=(
-                        f"The request body is {length} bytes; the limit is "
-                        f"{settings.REQUEST_BODY_MAX_BYTES} bytes."
+                        f"The request body is {length} bytes; the limit is {settings.REQUEST_BODY_MAX_BYTES} bytes."
                     ),
                     status_code=413,
                     code="request_too_large",

@@ -73,7 +73,7 @@ class ListPagination(BasePagination):
     def get_paginated_response(self, data: Any) -> Response:
         return Response(self.page_body(data))
 
-    def page_body(self, data: list[dict[str, Any]]) -> dict[str, Any]:
+    def page_body(self, data: Any) -> dict[str, Any]:
         return {
             "object": "list",
             "data": data,

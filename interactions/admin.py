@@ -7,9 +7,9 @@ from messages_app.models import Message
 class MessageInline(admin.TabularInline):
     model = Message
     fk_name = "interaction"
-    fields = ["created_at", "role", "status", "content", "model", "total_tokens", "latency_ms", "error_code"]
+    fields = ("created_at", "role", "status", "content", "model", "total_tokens", "latency_ms", "error_code")
     readonly_fields = fields
-    ordering = ["created_at", "id"]
+    ordering = ("created_at", "id")
     extra = 0
     can_delete = False
     show_change_link = True
@@ -24,7 +24,15 @@ class InteractionAdmin(admin.ModelAdmin):
     list_filter = ["model_name", "role"]
     search_fields = ["title", "owner__username"]
     ordering = ["-last_activity_at"]
-    readonly_fields = ["id", "message_count", "last_message_at", "last_activity_at", "version", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "message_count",
+        "last_message_at",
+        "last_activity_at",
+        "version",
+        "created_at",
+        "updated_at",
+    ]
     raw_id_fields = ["owner"]
     inlines = [MessageInline]
     list_select_related = ["owner"]

@@ -49,7 +49,7 @@ def cached(key: str, compute: Callable[[], T], *, timeout: int | None = None) ->
     hit = _safe("get", lambda: cache.get(key), None)
     if hit is not None:
         cache_requests.labels("hit").inc()
-        return hit  # type: ignore[no-any-return]
+        return hit
     cache_requests.labels("miss").inc()
     value = compute()
     ttl = settings.API_CACHE_TIMEOUT_SECONDS if timeout is None else timeout

@@ -1,17 +1,17 @@
 import uuid
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from core.errors import NotFound
 from interactions.models import Interaction
 
 
-def interaction_list(*, owner: AbstractBaseUser) -> QuerySet[Interaction]:
+def interaction_list(*, owner: User) -> QuerySet[Interaction]:
     return Interaction.objects.filter(owner=owner)
 
 
-def interaction_get(*, owner: AbstractBaseUser, interaction_id: uuid.UUID) -> Interaction:
+def interaction_get(*, owner: User, interaction_id: uuid.UUID) -> Interaction:
     """The owner's interaction; anyone else's, or none, is NotFound (never 403, never a leak)."""
     interaction = Interaction.objects.filter(owner=owner, pk=interaction_id).first()
     if interaction is None:

@@ -11,7 +11,7 @@ METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
 
 
-def validate_metadata(value: Any) -> dict[str, str]:
+def validate_metadata(value: Any) -> None:
     if not isinstance(value, dict):
         raise serializers.ValidationError("Expected an object of string keys and string values.")
     if len(value) > METADATA_MAX_KEYS:
@@ -23,7 +23,6 @@ def validate_metadata(value: Any) -> dict[str, str]:
             raise serializers.ValidationError(f"Keys are at most {METADATA_KEY_MAX_CHARS} characters.")
         if len(item) > METADATA_VALUE_MAX_CHARS:
             raise serializers.ValidationError(f"Values are at most {METADATA_VALUE_MAX_CHARS} characters.")
-    return value
 
 
 class InteractionInputSerializer(StrictInputSerializer):

@@ -3,7 +3,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -15,7 +15,7 @@ TITLE_FROM_MESSAGE_CHARS = 80
 UPDATABLE_FIELDS = ("title", "model_name", "role", "prompt", "temperature", "max_tokens", "metadata")
 
 
-def interaction_create(*, owner: AbstractBaseUser, **fields: Any) -> Interaction:
+def interaction_create(*, owner: User, **fields: Any) -> Interaction:
     if not fields.get("model_name"):
         fields["model_name"] = settings.LLM_DEFAULT_MODEL
     interaction = Interaction(owner=owner, **fields)

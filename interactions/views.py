@@ -5,6 +5,7 @@ from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.auth import request_user
 from core.pagination import ListPagination
 from core.schema import error_responses
 from core.serializers import parse_id
@@ -46,11 +47,12 @@ class InteractionViewSet(viewsets.ViewSet):
     serializer_class = InteractionSerializer
 
     def list(self, request: Request) -> Response:
-        key = f"interactions:list:{request.user.pk}:{owner_list_version(request.user.pk)}:{request.GET.urlencode()}"
+        owner = request_user(request)
+        key = f"interactions:list:{owner.pk}:{owner_list_version(owner.pk)}:{request.GET.urlencode()}"
 
         def page() -> dict[str, Any]:
             paginator = ListPagination()
-            rows = paginator.paginate_queryset(interaction_list(owner=request.user), request, view=self)
+            rows = paginator.paginate_queryset(interaction_list(owner=owner), request, view=self)
             return paginator.page_body(InteractionSerializer(rows, many=True).data)
 
         return Response(cached(key, page, timeout=LIST_CACHE_TIMEOUT_SECONDS))
@@ -58,22 +60,22 @@ class InteractionViewSet(viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         serializer = InteractionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        interaction = interaction_create(owner=request.user, **serializer.validated_data)
+        interaction = interaction_create(owner=request_user(request), **serializer.validated_data)
         return Response(InteractionSerializer(interaction).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        interaction = interaction_get(owner=request.user, interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
         key = f"interactions:detail:{interaction.pk}:{interaction.version}"
         return Response(cached(key, lambda: InteractionSerializer(interaction).data))
 
     def partial_update(self, request: Request, pk: str) -> Response:
-        interaction = interaction_get(owner=request.user, interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
         serializer = InteractionInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         interaction = interaction_update(interaction=interaction, **serializer.validated_data)
         return Response(InteractionSerializer(interaction).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        interaction = interaction_get(owner=request.user, interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
         interaction_delete(interaction=interaction)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -11,6 +11,9 @@ reply_latency_seconds = Histogram(
     "chat_llm_reply_latency_seconds", "Time from provider call to stored reply.", ["provider"], buckets=LATENCY_BUCKETS
 )
 reply_time_to_first_token_seconds = Histogram(
-    "chat_llm_time_to_first_token_seconds", "Streaming: time to the first content token.", ["provider"], buckets=LATENCY_BUCKETS
+    "chat_llm_time_to_first_token_seconds",
+    "Streaming: time to the first content token.",
+    ["provider"],
+    buckets=LATENCY_BUCKETS,
 )
 tokens_total = Counter("chat_llm_tokens_total", "Tokens reported by the provider.", ["provider", "kind"])

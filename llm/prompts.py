@@ -12,7 +12,7 @@ import math
 from django.conf import settings
 
 from interactions.models import Interaction
-from messages_app.models import Message, MessageRole, MessageStatus
+from messages_app.models import Message, MessageStatus
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -31,11 +31,7 @@ def conversation_build(
     are kept when the budget runs out; the message being answered is always sent.
     """
     budget = settings.LLM_HISTORY_TOKEN_BUDGET if budget_tokens is None else budget_tokens
-    usable = [
-        m
-        for m in history
-        if m.status not in (MessageStatus.FAILED, MessageStatus.IN_PROGRESS) and m.content
-    ]
+    usable = [m for m in history if m.status not in (MessageStatus.FAILED, MessageStatus.IN_PROGRESS) and m.content]
     kept: list[dict[str, str]] = []
     for index, message in enumerate(reversed(usable)):
         cost = token_estimate(message.content)

@@ -107,11 +107,14 @@ class OpenAICompatibleProvider:
                 f"the model provider answered HTTP {exc.status_code}: {_short(exc.message)}",
             ) from exc
         except openai.APIResponseValidationError as exc:
-            raise ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer was malformed") from exc
+            raise ProviderError(
+                ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer was malformed"
+            ) from exc
         except (openai.APIError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # The SDK raises plain decoding errors for non-JSON bodies and SSE garbage.
             raise ProviderError(
-                ReplyErrorCode.UPSTREAM_BAD_RESPONSE, f"the model provider's answer could not be read: {_short(str(exc))}"
+                ReplyErrorCode.UPSTREAM_BAD_RESPONSE,
+                f"the model provider's answer could not be read: {_short(str(exc))}",
             ) from exc
 
     def _complete(self, options: dict[str, Any]) -> ChatChunk:
@@ -131,9 +134,7 @@ class OpenAICompatibleProvider:
         )
 
     def _stream(self, options: dict[str, Any]) -> Iterator[ChatChunk]:
-        stream = self.client.chat.completions.create(
-            **options, stream=True, stream_options={"include_usage": True}
-        )
+        stream = self.client.chat.completions.create(**options, stream=True, stream_options={"include_usage": True})
         with stream:
             for event in stream:
                 chunk = ChatChunk(model=event.model or "")

@@ -137,7 +137,9 @@ def reply_run(*, reply: Message, stream: bool) -> Iterator[str]:
         raise
     except Exception as exc:
         logger.exception("reply %s failed", reply.pk)
-        error = ProviderError(ReplyErrorCode.INTERNAL_ERROR, f"the server failed while generating: {type(exc).__name__}")
+        error = ProviderError(
+            ReplyErrorCode.INTERNAL_ERROR, f"the server failed while generating: {type(exc).__name__}"
+        )
     finally:
         try:
             _reply_finish(

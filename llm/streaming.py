@@ -7,7 +7,7 @@ with the stored reply in `error.details.reply`).
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from core.exceptions import error_body
@@ -21,7 +21,7 @@ def sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _reply_events(*, reply: Message, user_message: Message | None) -> Iterator[bytes]:
+def _reply_events(*, reply: Message, user_message: Message | None) -> Generator[bytes, None, None]:
     run = reply_run(reply=reply, stream=True)
     try:
         if user_message is not None:

@@ -1,4 +1,3 @@
-from typing import Any
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -65,9 +64,7 @@ def _event_stream_response(stream: ReplyEventStream) -> StreamingHttpResponse:
         summary="List the messages of an interaction, oldest first",
         responses={200: MessageSerializer(many=True), **error_responses(400, 404)},
     ),
-    retrieve=extend_schema(
-        summary="Get one message", responses={200: MessageSerializer, **error_responses(400, 404)}
-    ),
+    retrieve=extend_schema(summary="Get one message", responses={200: MessageSerializer, **error_responses(400, 404)}),
     create=extend_schema(
         summary="Post a message; a user message gets the assistant's reply",
         description=(
@@ -99,9 +96,16 @@ def _event_stream_response(stream: ReplyEventStream) -> StreamingHttpResponse:
 class ChatMessageViewSet(MessageViewSet):
     """The messages of an interaction, with the model's replies streamed and retried."""
 
-    def create_streaming(self, *, interaction: Interaction, content: str, **kwargs: Any) -> StreamingHttpResponse:
+    def create_streaming(
+        self, *, interaction: Interaction, content: str, idempotency_key: str | None, request_fingerprint: str
+    ) -> StreamingHttpResponse:
         user_message = message_create(
-            interaction=interaction, role=MessageRole.USER, content=content, reply_deferred=True, **kwargs
+            interaction=interaction,
+            role=MessageRole.USER,
+            content=content,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+            reply_deferred=True,
         )
         reply = reply_start(user_message=user_message)
         return _event_stream_response(ReplyEventStream(reply=reply, user_message=user_message))

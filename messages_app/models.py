@@ -45,7 +45,7 @@ class Message(models.Model):
     error_message = models.TextField(blank=True)
 
     # Null when the client sent no Idempotency-Key; unique per interaction otherwise.
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 (NULLs stay out of the unique index)
     request_fingerprint = models.CharField(max_length=64, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)

@@ -65,9 +65,7 @@ def message_create(
     message.reply_deferred = reply_deferred
     # Counted before the insert so that the counters are already right when the
     # post_save receiver starts the reply; undone if the insert fails.
-    interaction_message_recorded(
-        interaction=interaction, at=now, title_hint=content if is_user_turn else ""
-    )
+    interaction_message_recorded(interaction=interaction, at=now, title_hint=content if is_user_turn else "")
     try:
         message.save(force_insert=True)
     except Exception as exc:

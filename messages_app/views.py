@@ -7,10 +7,12 @@ import hashlib
 import json
 from typing import Any
 
+from django.http.response import HttpResponseBase
 from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.auth import request_user
 from core.errors import ApplicationError, Conflict
 from core.pagination import ListPagination
 from core.serializers import parse_id
@@ -46,7 +48,9 @@ class MessageViewSet(viewsets.ViewSet):
     serializer_class = MessageSerializer
 
     def _interaction(self, request: Request, interaction_id: str) -> Interaction:
-        return interaction_get(owner=request.user, interaction_id=parse_id(interaction_id, param="interaction_id"))
+        return interaction_get(
+            owner=request_user(request), interaction_id=parse_id(interaction_id, param="interaction_id")
+        )
 
     def list(self, request: Request, interaction_id: str) -> Response:
         interaction = self._interaction(request, interaction_id)
@@ -64,7 +68,7 @@ class MessageViewSet(viewsets.ViewSet):
         message = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
         return Response(MessageSerializer(message).data)
 
-    def create(self, request: Request, interaction_id: str) -> Response:
+    def create(self, request: Request, interaction_id: str) -> HttpResponseBase:
         interaction = self._interaction(request, interaction_id)
         serializer = MessageInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -92,7 +96,9 @@ class MessageViewSet(viewsets.ViewSet):
         )
         return self._created_response(message)
 
-    def create_streaming(self, **kwargs: Any) -> Response:
+    def create_streaming(
+        self, *, interaction: Interaction, content: str, idempotency_key: str | None, request_fingerprint: str
+    ) -> HttpResponseBase:
         raise ApplicationError("Streaming is not available here.", code="streaming_unavailable", param="stream")
 
     @staticmethod
@@ -131,4 +137,3 @@ class MessageViewSet(viewsets.ViewSet):
             "reply": MessageSerializer(reply).data if reply is not None else None,
         }
         return Response(body, status=status.HTTP_201_CREATED)
-
