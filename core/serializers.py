@@ -25,3 +25,12 @@ def parse_id(value: str, *, param: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise serializers.ValidationError({param: [f"“{value}” is not a valid id."]}, code="invalid_id") from None
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

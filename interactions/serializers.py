@@ -3,7 +3,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from core.serializers import StrictInputSerializer
+from core.serializers import StrictCharField, StrictInputSerializer
 from interactions.models import Interaction, PromptRole
 
 METADATA_MAX_KEYS = 16
@@ -26,8 +26,8 @@ def validate_metadata(value: Any) -> None:
 
 
 class InteractionInputSerializer(StrictInputSerializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    model_name = serializers.CharField(
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
+    model_name = StrictCharField(
         max_length=200,
         required=False,
         allow_blank=True,
@@ -36,7 +36,7 @@ class InteractionInputSerializer(StrictInputSerializer):
     role = serializers.ChoiceField(
         choices=PromptRole.choices, required=False, help_text="The role the prompt is sent as."
     )
-    prompt = serializers.CharField(
+    prompt = StrictCharField(
         required=False,
         allow_blank=True,
         max_length=settings.INTERACTION_PROMPT_MAX_CHARS,

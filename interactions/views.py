@@ -10,6 +10,7 @@ from core.pagination import ListPagination
 from core.schema import error_responses
 from core.serializers import parse_id
 from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached, owner_list_version
+from interactions.models import Interaction
 from interactions.selectors import interaction_get, interaction_list
 from interactions.serializers import InteractionInputSerializer, InteractionSerializer
 from interactions.services import interaction_create, interaction_delete, interaction_update
@@ -43,8 +44,9 @@ class InteractionViewSet(viewsets.ViewSet):
     pagination_class = ListPagination
     list_sort_field = "last_activity_at"
     list_default_order = "desc"
-    # Tells drf-spectacular that list() is paginated.
+    # For drf-spectacular only: list() is paginated, path ids are UUIDs.
     serializer_class = InteractionSerializer
+    queryset = Interaction.objects.none()
 
     def list(self, request: Request) -> Response:
         owner = request_user(request)

@@ -4,7 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.serializers import StrictInputSerializer
+from core.serializers import StrictCharField, StrictInputSerializer
 from messages_app.models import Message, MessageRole
 
 
@@ -14,9 +14,7 @@ class MessageInputSerializer(StrictInputSerializer):
         default=MessageRole.USER,
         help_text="Only `user` messages get an assistant reply; others are stored as given.",
     )
-    content = serializers.CharField(
-        max_length=settings.MESSAGE_CONTENT_MAX_CHARS, trim_whitespace=False, allow_blank=False
-    )
+    content = StrictCharField(max_length=settings.MESSAGE_CONTENT_MAX_CHARS, trim_whitespace=False, allow_blank=False)
     stream = serializers.BooleanField(
         default=False,
         help_text="Answer `text/event-stream` with the reply as it is generated (same as `?stream=true`).",

@@ -45,7 +45,9 @@ class MessageViewSet(viewsets.ViewSet):
     pagination_class = ListPagination
     list_sort_field = "created_at"
     list_default_order = "asc"
+    # For drf-spectacular only: list() is paginated, path ids are UUIDs.
     serializer_class = MessageSerializer
+    queryset = Message.objects.none()
 
     def _interaction(self, request: Request, interaction_id: str) -> Interaction:
         return interaction_get(

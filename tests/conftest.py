@@ -1,0 +1,152 @@
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests.factories import InteractionFactory, TokenFactory, UserFactory
+from tests.fake_openai import FakeOpenAIServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(autouse=True)
+def hermetic_settings(settings):  # type: ignore[no-untyped-def]
+    """Tests never reach a provider or cache configured in the developer's .env."""
+    settings.LLM_PROVIDER = "offline"
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = ""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
+    cache.clear()
+    return settings
+
+
+@pytest.fixture
+def user(db):  # type: ignore[no-untyped-def]
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_user(db):  # type: ignore[no-untyped-def]
+    return UserFactory(username="mallory")
+
+
+def client_for(user) -> APIClient:  # type: ignore[no-untyped-def]
+    token = TokenFactory(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user) -> APIClient:  # type: ignore[no-untyped-def]
+    """An API client authenticated as `user` with a real token."""
+    return client_for(user)
+
+
+@pytest.fixture
+def other_api(other_user) -> APIClient:  # type: ignore[no-untyped-def]
+    return client_for(other_user)
+
+
+@pytest.fixture
+def interaction(user):  # type: ignore[no-untyped-def]
+    return InteractionFactory(owner=user, prompt="You are terse.", model_name="test-model")
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[FakeOpenAIServer]:
+    server = FakeOpenAIServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_openai_server, settings) -> FakeOpenAIServer:  # type: ignore[no-untyped-def]
+    """Point the service's real OpenAI SDK client at the loopback fake."""
+    fake_openai_server.reset()
+    settings.LLM_PROVIDER = "openai"
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = fake_openai_server.base_url
+    settings.LLM_TIMEOUT_SECONDS = 1.5
+    settings.LLM_CONNECT_TIMEOUT_SECONDS = 1.0
+    settings.LLM_MAX_RETRIES = 0
+    return fake_openai_server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run scripts/install-system-deps (Debian package redis-server)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="redis-test-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_cache_settings(url: str) -> dict:  # type: ignore[type-arg]
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": "test",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+        }
+    }
+
+
+@pytest.fixture
+def redis_cache(redis_server, settings):  # type: ignore[no-untyped-def]
+    settings.CACHES = redis_cache_settings(redis_server)
+    cache.clear()
+    return redis_server
+
+
+@pytest.fixture
+def subprocess_env(tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Environment for running this project's manage.py or gunicorn in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_", "DJANGO_", "MONGODB_"))}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        }
+    )
+    return env

@@ -1,0 +1,41 @@
+import factory
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+
+from interactions.models import Interaction
+from messages_app.models import Message, MessageRole
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("correct horse battery staple")
+
+
+class TokenFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Token
+
+    user = factory.SubFactory(UserFactory)
+
+
+class InteractionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Interaction
+
+    owner = factory.SubFactory(UserFactory)
+    model_name = "test-model"
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    """Stores a message directly (no reply is generated: role defaults to assistant)."""
+
+    class Meta:
+        model = Message
+
+    interaction = factory.SubFactory(InteractionFactory)
+    role = MessageRole.ASSISTANT
+    content = factory.Sequence(lambda n: f"message {n}")

@@ -1,0 +1,67 @@
+"""Every error answers JSON in the OpenAI envelope, also outside DRF views."""
+
+import pytest
+from django.test import Client
+from django.urls import path
+
+from chatproject import urls as project_urls
+
+
+def crash(request):
+    raise RuntimeError("boom")
+
+
+urlpatterns = [*project_urls.urlpatterns, path("test-crash/", crash)]
+handler404 = project_urls.handler404
+handler500 = project_urls.handler500
+
+
+def assert_error_envelope(response, status, code=None):
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert error["message"]
+    if code:
+        assert error["code"] == code
+
+
+@pytest.mark.django_db
+def test_an_unknown_url_answers_json_404(client):
+    assert_error_envelope(client.get("/no/such/page"), 404, "unknown_url")
+
+
+@pytest.mark.urls("tests.test_errors")
+@pytest.mark.django_db
+def test_a_crash_answers_json_500_not_an_html_page():
+    client = Client(raise_request_exception=False)
+
+    assert_error_envelope(client.get("/test-crash/"), 500, "server_error")
+
+
+@pytest.mark.django_db
+def test_a_wrong_method_answers_json_405(api):
+    assert_error_envelope(api.put("/api/v1/interactions/", {}, format="json"), 405, "method_not_allowed")
+
+
+@pytest.mark.django_db
+def test_session_post_without_csrf_token_answers_json_403(user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+
+    response = client.post("/api/v1/interactions/", {}, content_type="application/json")
+
+    assert_error_envelope(response, 403)
+
+
+@pytest.mark.django_db
+def test_a_disallowed_host_answers_json_400(client):
+    assert_error_envelope(client.get("/api/v1/interactions/", HTTP_HOST="evil.example"), 400, "bad_request")
+
+
+@pytest.mark.django_db
+def test_health_reports_ok(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
