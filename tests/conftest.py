@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.factories import InteractionFactory, TokenFactory, UserFactory
+from tests.factories import InteractionFactory, UserFactory
 from tests.fake_openai import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def other_user(db):  # type: ignore[no-untyped-def]
 
 
 def client_for(user) -> APIClient:  # type: ignore[no-untyped-def]
-    token = TokenFactory(user=user)
+    token, _ = Token.objects.get_or_create(user=user)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client

@@ -31,7 +31,7 @@ class InteractionFactory(factory.django.DjangoModelFactory):
 
 
 class MessageFactory(factory.django.DjangoModelFactory):
-    """Stores a message directly (no reply is generated: role defaults to assistant)."""
+    """Stores history as it is: no reply is generated, even for user messages."""
 
     class Meta:
         model = Message
@@ -39,3 +39,10 @@ class MessageFactory(factory.django.DjangoModelFactory):
     interaction = factory.SubFactory(InteractionFactory)
     role = MessageRole.ASSISTANT
     content = factory.Sequence(lambda n: f"message {n}")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):  # type: ignore[no-untyped-def]
+        message = model_class(*args, **kwargs)
+        message.reply_deferred = True
+        message.save()
+        return message

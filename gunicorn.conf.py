@@ -1,0 +1,37 @@
+"""Gunicorn settings for the chat backend, read from the environment.
+
+Loaded by gunicorn itself (not Django), so it reads os.environ directly.
+"""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+# Requests spend most of their time waiting on the model provider, so threads (cheap to
+# park on I/O) carry the concurrency and a few processes give crash isolation.
+worker_class = "gthread"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+
+# A reply can take a full LLM read timeout plus retries, and a streamed reply keeps its
+# worker thread busy for as long as the stream lasts; the default 30 s would kill them.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+# Let in-flight replies finish on deploys instead of cutting streams short.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# Behind a load balancer, set this above the balancer's idle timeout so gunicorn never
+# closes a connection the balancer is about to reuse (which shows up as 502s).
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+
+# Recycle workers now and then to bound slow memory growth; jitter keeps them from all
+# restarting at once.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "100"))
+
+# Containers log to stdout/stderr.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Worker heartbeats touch a file every few seconds; on Docker's overlay /tmp that can
+# stall a worker into a timeout, /dev/shm is memory. Gunicorn makes the file with mkstemp
+# and unlinks it at once, so a fixed directory is safe.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108

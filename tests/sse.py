@@ -1,0 +1,13 @@
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+def parse_sse(chunks: Iterable[bytes]) -> list[tuple[str, Any]]:
+    """Split a text/event-stream body into (event, data) pairs."""
+    text = b"".join(chunks).decode()
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return events
