@@ -42,6 +42,11 @@ def hermetic_settings(settings):  # type: ignore[no-untyped-def]
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
+    # Static files as found in the apps, whether or not collectstatic ran in this checkout.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     cache.clear()
     return settings
 
@@ -99,26 +104,55 @@ def fake_llm(fake_openai_server, settings) -> FakeOpenAIServer:  # type: ignore[
     return fake_openai_server
 
 
+class RedisProcess:
+    """A real redis-server on a loopback port that a test can stop and start again."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run scripts/install-system-deps (Debian package redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = tempfile.mkdtemp(prefix="redis-test-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "RedisProcess":
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", self.workdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """A real redis-server on a free loopback port, for the whole session."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run scripts/install-system-deps (Debian package redis-server)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="redis-test-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    """A real redis-server for the whole session."""
+    server = RedisProcess().start()
+    yield server.url
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_process(settings) -> Iterator[RedisProcess]:  # type: ignore[no-untyped-def]
+    """A redis-server of this test's own, configured as the cache, for outage tests."""
+    server = RedisProcess().start()
+    settings.CACHES = redis_cache_settings(server.url)
+    yield server
+    server.cleanup()
 
 
 def redis_cache_settings(url: str) -> dict:  # type: ignore[type-arg]

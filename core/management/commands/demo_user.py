@@ -1,0 +1,31 @@
+import secrets
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandParser
+from rest_framework.authtoken.models import Token
+
+
+class Command(BaseCommand):
+    help = "Create (or reuse) a local user and print its API token, for trying the service."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default="demo")
+        parser.add_argument("--staff", action="store_true", help="Also let the user into the admin.")
+
+    def handle(self, *args: Any, username: str, staff: bool, **options: Any) -> None:
+        user, created = User.objects.get_or_create(username=username)
+        password = None
+        if created or staff:
+            password = secrets.token_urlsafe(12)
+            user.set_password(password)
+            user.is_staff = user.is_superuser = staff or user.is_staff
+            user.save()
+        token, _ = Token.objects.get_or_create(user=user)
+        self.stdout.write(f"user:     {username}")
+        if password:
+            self.stdout.write(f"password: {password}")
+        self.stdout.write(f"token:    {token.key}")
+        self.stdout.write(
+            f'try:      curl -H "Authorization: Token {token.key}" http://127.0.0.1:8000/api/v1/interactions/'
+        )

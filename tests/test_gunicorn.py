@@ -1,0 +1,130 @@
+"""Streaming through a real gunicorn process (the production server), over real sockets."""
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def gunicorn(fake_openai_server, subprocess_env) -> Iterator[tuple[int, str]]:
+    fake_openai_server.reset()
+    env = {
+        **subprocess_env,
+        "LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": fake_openai_server.base_url,
+        "LLM_TIMEOUT_SECONDS": "10",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+    created = subprocess.run(
+        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    token = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+        + ["--workers", "1", "--threads", "4", "--access-logfile", "/dev/null", "chatproject.wsgi:application"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=20)
+        yield port, token
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def request(port, token, method, path, body=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    return connection, connection.getresponse()
+
+
+def read_events(response) -> Iterator[tuple[float, str, dict]]:
+    """Yield (arrival time, event, data) as each event arrives on the socket."""
+    event = None
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        line = line.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: "):
+            yield time.monotonic(), event, json.loads(line[len("data: ") :])
+
+
+def new_interaction(port, token) -> str:
+    connection, response = request(port, token, "POST", "/api/v1/interactions/", {"title": "g"})
+    assert response.status == 201
+    interaction_id = json.loads(response.read())["id"]
+    connection.close()
+    return interaction_id
+
+
+def test_gunicorn_streams_each_delta_as_it_is_generated(gunicorn, fake_openai_server):
+    port, token = gunicorn
+    fake_openai_server.default.text = "one two three four five"
+    fake_openai_server.default.chunk_delay_seconds = 0.3
+    interaction_id = new_interaction(port, token)
+
+    connection, response = request(
+        port, token, "POST", f"/api/v1/interactions/{interaction_id}/messages/?stream=true", {"content": "go"}
+    )
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/event-stream"
+    events = list(read_events(response))
+    connection.close()
+
+    names = [name for _, name, _ in events]
+    assert names[:2] == ["message.created", "reply.created"]
+    assert names[-1] == "reply.completed"
+    first_delta_at = next(at for at, name, _ in events if name == "reply.delta")
+    completed_at, _, final = events[-1]
+    assert completed_at - first_delta_at > 0.8, "deltas were buffered instead of streamed"
+    assert final["content"] == "one two three four five"
+
+
+def test_a_client_that_hangs_up_under_gunicorn_still_gets_the_whole_reply_stored(gunicorn, fake_openai_server):
+    port, token = gunicorn
+    fake_openai_server.default.text = "the reply goes on after the client has gone"
+    fake_openai_server.default.chunk_delay_seconds = 0.1
+    interaction_id = new_interaction(port, token)
+
+    connection, response = request(
+        port, token, "POST", f"/api/v1/interactions/{interaction_id}/messages/?stream=true", {"content": "go"}
+    )
+    for _, name, _ in read_events(response):
+        if name == "reply.delta":
+            break
+    connection.sock.close()
+    connection.close()
+
+    deadline = time.monotonic() + 15
+    reply = None
+    while time.monotonic() < deadline:
+        listing_connection, listing = request(port, token, "GET", f"/api/v1/interactions/{interaction_id}/messages/")
+        data = json.loads(listing.read())["data"]
+        listing_connection.close()
+        reply = data[1] if len(data) == 2 else None
+        if reply and reply["status"] != "in_progress":
+            break
+        time.sleep(0.2)
+    assert reply is not None
+    assert reply["status"] == "completed"
+    assert reply["content"] == "the reply goes on after the client has gone"
