@@ -33,8 +33,10 @@ def gunicorn(fake_openai_server, subprocess_env) -> Iterator[tuple[int, str]]:
     token = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
-        + ["--workers", "1", "--threads", "4", "--access-logfile", "/dev/null", "chatproject.wsgi:application"],
+        [
+            *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
+            *("--workers", "1", "--threads", "4", "--access-logfile", "/dev/null", "chatproject.wsgi:application"),
+        ],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
