@@ -1,0 +1,68 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_every_environment_variable_is_documented_in_env_example():
+    settings_source = (ROOT / "chatproject" / "settings.py").read_text()
+    used = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', settings_source))
+    documented = set(re.findall(r"^#? ?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+
+    assert used, "no variables found in settings"
+    assert used <= documented, f"undocumented: {sorted(used - documented)}"
+
+
+def test_env_example_used_as_is_gives_a_working_configuration(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OPENAI_", "LLM_", "MONGODB_"))}
+    env.update({"PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "chatproject.settings"})
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.DATABASES['default']['ENGINE'], settings.CACHES['default']['BACKEND'])",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "django.core.cache.backends.locmem.LocMemCache"]
+
+
+def test_deploy_checks_pass_with_production_settings(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OPENAI_", "LLM_", "MONGODB_"))}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "DJANGO_SECRET_KEY": "a-production-secret-" + "x" * 50,
+            "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+            "DJANGO_SECURE_SSL_REDIRECT": "true",
+            "DJANGO_SECURE_COOKIES": "true",
+            "DJANGO_SECURE_HSTS_SECONDS": "31536000",
+        }
+    )
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
