@@ -20,7 +20,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:$PATH" \
-    PORT=8000
+    PORT=8000 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 
 # A fixed uid/gid keeps file ownership predictable on mounted volumes, and a numeric
 # USER lets orchestrators (runAsNonRoot) verify it is not root without an /etc/passwd.

@@ -35,3 +35,21 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # stall a worker into a timeout, /dev/shm is memory. Gunicorn makes the file with mkstemp
 # and unlinks it at once, so a fixed directory is safe.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+
+
+# Several worker processes each count their own metrics; prometheus_client's multiprocess
+# mode (django-prometheus honours PROMETHEUS_MULTIPROC_DIR) sums them at scrape time.
+def on_starting(server):  # type: ignore[no-untyped-def]
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

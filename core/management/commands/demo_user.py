@@ -12,19 +12,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="demo")
         parser.add_argument("--staff", action="store_true", help="Also let the user into the admin.")
+        parser.add_argument("--reset-password", action="store_true", help="Give an existing user a new password.")
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where the service listens.")
 
-    def handle(self, *args: Any, username: str, staff: bool, **options: Any) -> None:
+    def handle(self, *args: Any, username: str, staff: bool, reset_password: bool, url: str, **options: Any) -> None:
         user, created = User.objects.get_or_create(username=username)
         password = None
-        if created or staff:
+        if created or staff or reset_password:
             password = secrets.token_urlsafe(12)
             user.set_password(password)
             user.is_staff = user.is_superuser = staff or user.is_staff
             user.save()
         token, _ = Token.objects.get_or_create(user=user)
         self.stdout.write(f"user:     {username}")
-        if password:
-            self.stdout.write(f"password: {password}")
+        self.stdout.write(f"password: {password or '(unchanged; a new one with --reset-password)'}")
         self.stdout.write(f"token:    {token.key}")
         self.stdout.write(
             f'try:      curl -H "Authorization: Token {token.key}" http://127.0.0.1:8000/api/v1/interactions/'
