@@ -4,6 +4,7 @@ import http.client
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -130,3 +131,32 @@ def test_a_client_that_hangs_up_under_gunicorn_still_gets_the_whole_reply_stored
     assert reply is not None
     assert reply["status"] == "completed"
     assert reply["content"] == "the reply goes on after the client has gone"
+
+
+def test_two_user_messages_at_once_under_gunicorn_generate_one_reply_at_a_time(gunicorn, fake_openai_server):
+    port, token = gunicorn
+    fake_openai_server.default.delay_seconds = 1.0
+    interaction_id = new_interaction(port, token)
+    statuses: list[int] = []
+    start = threading.Barrier(2, timeout=10)
+
+    def send(text: str) -> None:
+        start.wait()
+        connection, response = request(
+            port, token, "POST", f"/api/v1/interactions/{interaction_id}/messages/", {"content": text}
+        )
+        statuses.append(response.status)
+        response.read()
+        connection.close()
+
+    threads = [threading.Thread(target=send, args=(text,)) for text in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [201, 409]
+    assert fake_openai_server.max_in_flight == 1
+    connection, listing = request(port, token, "GET", f"/api/v1/interactions/{interaction_id}/messages/")
+    assert [m["role"] for m in json.loads(listing.read())["data"]] == ["user", "assistant"]
+    connection.close()

@@ -1,7 +1,5 @@
 """Assistant replies through the real openai SDK against a loopback OpenAI-compatible server."""
 
-import threading
-
 import pytest
 
 from interactions.models import Interaction
@@ -208,31 +206,6 @@ def test_an_abandoned_reply_claim_expires(api, interaction, fake_llm, settings):
     settings.LLM_REPLY_LEASE_SECONDS = 0
 
     assert post(api, interaction).status_code == 201
-
-
-@pytest.mark.django_db(transaction=True)
-def test_two_concurrent_user_messages_generate_one_reply_at_a_time(user, fake_llm):
-    from tests.conftest import client_for
-
-    interaction = InteractionFactory(owner=user)
-    fake_llm.default.delay_seconds = 0.5
-    results: list[int] = []
-    start = threading.Barrier(2, timeout=10)
-
-    def send(text: str) -> None:
-        api = client_for(user)
-        start.wait()
-        results.append(post(api, interaction, text).status_code)
-
-    threads = [threading.Thread(target=send, args=(text,)) for text in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert sorted(results) == [201, 409]
-    assert fake_llm.max_in_flight == 1
-    assert Message.objects.filter(interaction=interaction).count() == 2
 
 
 def test_the_same_idempotency_key_returns_the_same_result_and_calls_the_model_once(api, interaction, fake_llm):
