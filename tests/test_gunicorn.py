@@ -160,3 +160,31 @@ def test_two_user_messages_at_once_under_gunicorn_generate_one_reply_at_a_time(g
     connection, listing = request(port, token, "GET", f"/api/v1/interactions/{interaction_id}/messages/")
     assert [m["role"] for m in json.loads(listing.read())["data"]] == ["user", "assistant"]
     connection.close()
+
+
+def test_the_user_message_and_an_in_progress_reply_are_stored_before_the_model_answers(gunicorn, fake_openai_server):
+    port, token = gunicorn
+    fake_openai_server.default.delay_seconds = 1.5
+    interaction_id = new_interaction(port, token)
+    posted: list[int] = []
+
+    def send() -> None:
+        connection, response = request(
+            port, token, "POST", f"/api/v1/interactions/{interaction_id}/messages/", {"content": "slow one"}
+        )
+        posted.append(response.status)
+        connection.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not fake_openai_server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    connection, listing = request(port, token, "GET", f"/api/v1/interactions/{interaction_id}/messages/")
+    during = json.loads(listing.read())["data"]
+    connection.close()
+    sender.join()
+
+    assert [(m["role"], m["status"]) for m in during] == [("user", "completed"), ("assistant", "in_progress")]
+    assert during[0]["content"] == "slow one"
+    assert posted == [201]
