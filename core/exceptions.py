@@ -58,6 +58,12 @@ def error_body(
     return {"error": error}
 
 
+DATABASE_UNAVAILABLE_BODY = error_body(
+    message="The database is unavailable. Try again shortly.", status_code=503, code="database_unavailable"
+)
+DATABASE_UNAVAILABLE_HEADERS = {"Retry-After": "5"}
+
+
 def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str | None]:
     """Return (param, message, code) of the first error in a DRF error tree."""
     if isinstance(detail, dict):
@@ -110,15 +116,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     if is_database_unavailable(exc):
         logger.exception("Database error while handling %s", context.get("request"))
-        return Response(
-            error_body(
-                message="The database is unavailable. Try again shortly.",
-                status_code=503,
-                code="database_unavailable",
-            ),
-            status=503,
-            headers={"Retry-After": "5"},
-        )
+        return Response(DATABASE_UNAVAILABLE_BODY, status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -1,10 +1,13 @@
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from core.database import is_database_unavailable
-from core.exceptions import error_body
+from core.exceptions import DATABASE_UNAVAILABLE_BODY, DATABASE_UNAVAILABLE_HEADERS, error_body
+
+logger = logging.getLogger(__name__)
 
 
 class RequestBodyLimitMiddleware:
@@ -36,13 +39,6 @@ class RequestBodyLimitMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if is_database_unavailable(exception):
-            return JsonResponse(
-                error_body(
-                    message="The database is unavailable. Try again shortly.",
-                    status_code=503,
-                    code="database_unavailable",
-                ),
-                status=503,
-                headers={"Retry-After": "5"},
-            )
+            logger.exception("Database unavailable while handling %s", request.path)
+            return JsonResponse(DATABASE_UNAVAILABLE_BODY, status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
         return None
