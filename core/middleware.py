@@ -37,6 +37,16 @@ class RequestBodyLimitMiddleware:
             )
         return self.get_response(request)
 
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 in the error envelope when the database cannot be reached (any view)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if is_database_unavailable(exception):
             logger.exception("Database unavailable while handling %s", request.path)
