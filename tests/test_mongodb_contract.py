@@ -1,0 +1,659 @@
+"""What holds between this project and django-mongodb-backend, proven without a MongoDB server.
+
+No MongoDB server can run where these tests run, and the MongoDB settings must be active
+when Django starts, so each check runs a child Python with MONGODB_URI pointing at a closed
+port. In the children that compile queries, Django and the backend do all their work for
+real up to the point where the backend hands a finished command to pymongo: the three
+methods that do that (aggregate, update_many, insert_many) record the command instead, and
+those children report that they never opened a connection.
+
+What needs a live server (the planner really choosing these indexes, migrate against a
+server, duplicate keys being refused) is in tests/test_mongodb_live.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from textwrap import dedent
+from typing import Any
+
+import pytest
+from bson import ObjectId, json_util
+
+from core.pagination import DEFAULT_LIMIT
+from tests.conftest import ROOT, free_port
+
+OBJECT_ID_AUTO_FIELD = "django_mongodb_backend.fields.ObjectIdAutoField"
+OWNER_ID = "65a000000000000000000001"
+INTERACTION_ID = "0190f0e0-0000-7000-8000-000000000001"
+ANCHOR_ID = "0190f0e0-0001-7000-8000-000000000002"
+ANCHOR_CREATED_AT = datetime(2025, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+# --- Running Django in a child process -------------------------------------------------
+
+
+def child_env(**variables: str) -> dict[str, str]:
+    """This environment without the developer's database, cache and provider settings, plus `variables`."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DJANGO_", "MONGODB_", "OPENAI_", "LLM_", "DATABASE_URL", "REDIS_URL"))
+    }
+    return {
+        **inherited,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "LLM_PROVIDER": "offline",
+        # Set, even empty, so that a developer's .env cannot fill them in.
+        "MONGODB_URI": "",
+        "REDIS_URL": "",
+        **variables,
+    }
+
+
+def mongodb_env(**variables: str) -> dict[str, str]:
+    return child_env(
+        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/chat",
+        MONGODB_SERVER_SELECTION_TIMEOUT_MS="500",
+        MONGODB_SOCKET_TIMEOUT_MS="2000",
+        # Ignored while MONGODB_URI is set; here to prove that MongoDB wins.
+        DATABASE_URL="sqlite:////nonexistent/never-used.sqlite3",
+        **variables,
+    )
+
+
+# Dates decode as aware UTC datetimes, as Django hands them to the backend.
+AWARE_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
+
+CHILD_SETUP = """
+import json, sys
+import django
+django.setup()
+from bson import json_util
+from django.db import connection
+PARAMS = json.loads(sys.argv[1])
+
+def emit(result):
+    print(json_util.dumps({**result, "connected": connection.connection is not None}))
+"""
+
+
+def run_django(script: str, env: dict[str, str], **params: Any) -> Any:
+    """Run `script` in a child Python with Django set up; return what it emit()ed, as BSON values."""
+    completed = subprocess.run(
+        [sys.executable, "-", json.dumps(params)],
+        input=CHILD_SETUP + dedent(script),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, f"child failed:\n{completed.stderr}"
+    return json_util.loads(completed.stdout.strip().splitlines()[-1], json_options=AWARE_JSON)
+
+
+# --- What MongoDB would do with a command (the operators the backend emits for us) -------
+
+MISSING = object()
+COMPARISONS = {
+    "$lt": lambda a, b: a < b,
+    "$lte": lambda a, b: a <= b,
+    "$gt": lambda a, b: a > b,
+    "$gte": lambda a, b: a >= b,
+}
+BSON_TYPES = {"string": str, "objectId": ObjectId}
+
+
+def matches(document: dict[str, Any], query: dict[str, Any]) -> bool:
+    """Whether the MongoDB query filter `query` selects `document`."""
+    return all(_clause_matches(document, key, condition) for key, condition in query.items())
+
+
+def _clause_matches(document: dict[str, Any], key: str, condition: Any) -> bool:
+    if key == "$and":
+        return all(matches(document, part) for part in condition)
+    if key == "$or":
+        return any(matches(document, part) for part in condition)
+    if key == "$nor":
+        return not any(matches(document, part) for part in condition)
+    value = document.get(key, MISSING)
+    if isinstance(condition, dict) and condition and all(name.startswith("$") for name in condition):
+        return all(_operator_matches(value, name, argument) for name, argument in condition.items())
+    return _equals(value, condition)
+
+
+def _equals(value: Any, expected: Any) -> bool:
+    if expected is None:  # {field: null} also selects documents without the field.
+        return value is MISSING or value is None
+    return value is not MISSING and value == expected
+
+
+def _operator_matches(value: Any, operator: str, argument: Any) -> bool:
+    if operator == "$exists":
+        return (value is not MISSING) is bool(argument)
+    if operator == "$ne":
+        return not _equals(value, argument)
+    if operator == "$type":
+        return isinstance(value, BSON_TYPES[argument])
+    if operator in COMPARISONS:  # MongoDB compares only values of the same type.
+        return type(value) is type(argument) and COMPARISONS[operator](value, argument)
+    raise AssertionError(f"the backend emitted {operator}, which this test does not model")
+
+
+def evaluate(expression: Any, document: dict[str, Any]) -> Any:
+    """An aggregation expression as an update pipeline evaluates it against the stored document."""
+    if isinstance(expression, str) and expression.startswith("$"):
+        return document[expression[1:]]
+    if isinstance(expression, dict) and len(expression) == 1:
+        ((operator, argument),) = expression.items()
+        if operator == "$literal":
+            return argument
+        if operator == "$add":
+            return sum(evaluate(term, document) for term in argument)
+    raise AssertionError(f"the backend emitted {expression!r}, which this test does not model")
+
+
+def apply_update(document: dict[str, Any], pipeline: list[dict[str, Any]]) -> dict[str, Any]:
+    for stage in pipeline:
+        ((name, fields),) = stage.items()
+        assert name == "$set", f"unexpected update stage {name}"
+        document = {**document, **{field: evaluate(value, document) for field, value in fields.items()}}
+    return document
+
+
+def stage_names(pipeline: list[dict[str, Any]]) -> list[str]:
+    return [next(iter(stage)) for stage in pipeline]
+
+
+def stage(pipeline: list[dict[str, Any]], name: str) -> Any:
+    return next(step[name] for step in pipeline if name in step)
+
+
+def equality_conditions(match: dict[str, Any]) -> dict[str, Any]:
+    """The `field: value` conditions that every matched document must satisfy."""
+    clauses = match["$and"] if set(match) == {"$and"} else [match]
+    return {
+        field: value
+        for clause in clauses
+        for field, value in clause.items()
+        if not field.startswith("$") and not isinstance(value, dict)
+    }
+
+
+def index_serves_sort(index_key: dict[str, int], equality_fields: list[str], sort: dict[str, int]) -> bool:
+    """Whether equality on `equality_fields` then `sort` walks the index in order (forwards or backwards)."""
+    fields = list(index_key)
+    if fields[: len(equality_fields)] != equality_fields:
+        return False
+    if fields[len(equality_fields) : len(equality_fields) + len(sort)] != list(sort):
+        return False
+    return len({index_key[field] * direction for field, direction in sort.items()}) == 1
+
+
+def only_sort_fields_reassigned_to_themselves(stages: list[dict[str, Any]]) -> bool:
+    return all(
+        set(step) == {"$addFields"} and all(value == f"${field}" for field, value in step["$addFields"].items())
+        for step in stages
+    )
+
+
+# --- Settings ----------------------------------------------------------------------------
+
+SETTINGS_SCRIPT = """
+import io
+from django.apps import apps
+from django.conf import settings
+from django.core.management import call_command
+
+call_command("check", fail_level="WARNING", stdout=io.StringIO())
+database = settings.DATABASES["default"]
+emit({
+    "engine": database["ENGINE"],
+    "host": database.get("HOST", ""),
+    "name": database["NAME"],
+    "options": database.get("OPTIONS", {}),
+    "connection_name": connection.settings_dict["NAME"],
+    "connection_params": connection.get_connection_params() if connection.vendor == "mongodb" else {},
+    "default_auto_field": settings.DEFAULT_AUTO_FIELD,
+    "installed_apps": settings.INSTALLED_APPS,
+    "contrib_auto_fields": {
+        label: apps.get_app_config(label).default_auto_field for label in ("admin", "auth", "contenttypes")
+    },
+    "migration_modules": settings.MIGRATION_MODULES,
+})
+"""
+
+
+@pytest.fixture(scope="module")
+def mongodb_settings() -> dict[str, Any]:
+    env = mongodb_env()
+    return {"uri": env["MONGODB_URI"], **run_django(SETTINGS_SCRIPT, env)}
+
+
+@pytest.fixture(scope="module")
+def mongodb_default_settings() -> dict[str, Any]:
+    """MONGODB_URI with a MONGODB_NAME and nothing else of the MongoDB variables."""
+    env = {**mongodb_env(MONGODB_NAME="chat_other")}
+    del env["MONGODB_SERVER_SELECTION_TIMEOUT_MS"], env["MONGODB_SOCKET_TIMEOUT_MS"]
+    return run_django(SETTINGS_SCRIPT, env)
+
+
+def test_mongodb_uri_selects_django_mongodb_backend_on_the_database_named_in_the_uri(mongodb_settings):
+    assert mongodb_settings["engine"] == "django_mongodb_backend"
+    assert mongodb_settings["host"] == mongodb_settings["uri"]
+    # NAME is left empty in settings; the backend takes the database from the URI's path.
+    assert mongodb_settings["connection_name"] == "chat"
+    assert mongodb_settings["connection_params"]["host"] == mongodb_settings["uri"]
+
+
+def test_mongodb_name_overrides_the_database_named_in_the_uri(mongodb_default_settings):
+    assert mongodb_default_settings["connection_name"] == "chat_other"
+
+
+def test_mongodb_connections_give_up_quickly_on_an_unreachable_server(mongodb_settings, mongodb_default_settings):
+    timeouts = {"serverSelectionTimeoutMS": 500, "connectTimeoutMS": 500, "socketTimeoutMS": 2000}
+    assert mongodb_settings["options"] == timeouts
+    assert timeouts.items() <= mongodb_settings["connection_params"].items()
+    assert mongodb_default_settings["options"] == {
+        "serverSelectionTimeoutMS": 3000,
+        "connectTimeoutMS": 3000,
+        "socketTimeoutMS": 10000,
+    }
+
+
+def test_mongodb_uri_gives_contrib_apps_object_id_keys_and_their_own_migrations(mongodb_settings):
+    assert mongodb_settings["default_auto_field"] == OBJECT_ID_AUTO_FIELD
+    contrib_labels = ("admin", "auth", "contenttypes")
+    assert mongodb_settings["contrib_auto_fields"] == dict.fromkeys(contrib_labels, OBJECT_ID_AUTO_FIELD)
+    assert {"django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes"}.isdisjoint(
+        mongodb_settings["installed_apps"]
+    )
+    for label in ("admin", "auth", "contenttypes"):
+        assert mongodb_settings["migration_modules"][label] == f"mongo_migrations.{label}"
+
+
+def test_without_mongodb_uri_the_database_stays_sqlite(tmp_path_factory):
+    database = tmp_path_factory.mktemp("sqlite") / "db.sqlite3"
+
+    sqlite_settings = run_django(SETTINGS_SCRIPT, child_env(DATABASE_URL=f"sqlite:///{database}"))
+
+    assert sqlite_settings["engine"] == "django.db.backends.sqlite3"
+    assert sqlite_settings["name"] == str(database)
+    assert sqlite_settings["default_auto_field"] == "django.db.models.BigAutoField"
+    assert sqlite_settings["migration_modules"] == {}
+    assert {"django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes"} <= set(
+        sqlite_settings["installed_apps"]
+    )
+
+
+# --- Migrations ----------------------------------------------------------------------------
+
+MIGRATIONS_SCRIPT = """
+from django.apps import apps
+from django.db.migrations.autodetector import MigrationAutodetector
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.state import ProjectState
+
+# Without a connection the loader reads the migration files only, not the applied history.
+loader = MigrationLoader(None, ignore_no_migrations=True)
+loader.graph.validate_consistency()
+changes = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps)).changes(graph=loader.graph)
+
+# Apply every migration's schema operations as `migrate` does, recording what the schema
+# editor would send to MongoDB.
+schema_operations = []
+
+class RecordingCollection:
+    def __init__(self, name):
+        self.name = name
+
+    def create_collection(self, name):
+        schema_operations.append({"op": "create_collection", "collection": name})
+
+    def create_indexes(self, indexes):
+        for index in indexes:
+            schema_operations.append({"op": "create_index", "collection": self.name, **index.document})
+
+connection.SchemaEditorClass.get_collection = lambda self, name: RecordingCollection(name)
+connection.SchemaEditorClass.get_database = lambda self: RecordingCollection(None)
+plan = []
+for leaf in loader.graph.leaf_nodes():
+    plan += [key for key in loader.graph.forwards_plan(leaf) if key not in plan]
+state = ProjectState(real_apps=loader.unmigrated_apps)
+editor = connection.schema_editor()
+for key in plan:
+    state = loader.graph.nodes[key].apply(state, editor)
+
+emit({
+    "changes": {label: [str(migration) for migration in found] for label, found in changes.items()},
+    "leaves": {label: loader.graph.nodes[(label, name)].__module__ for label, name in loader.graph.leaf_nodes()},
+    "apps_with_models": sorted({model._meta.app_label for model in apps.get_models()}),
+    "primary_keys": {
+        model._meta.label_lower: [type(model._meta.pk).__name__, model._meta.pk.column]
+        for model in state.apps.get_models()
+    },
+    "schema_operations": schema_operations,
+})
+"""
+
+
+@pytest.fixture(scope="module")
+def migrations() -> dict[str, Any]:
+    return run_django(MIGRATIONS_SCRIPT, mongodb_env())
+
+
+def created_indexes(migrations: dict[str, Any], collection: str) -> dict[str, dict[str, Any]]:
+    return {
+        operation["name"]: operation
+        for operation in migrations["schema_operations"]
+        if operation["op"] == "create_index" and operation["collection"] == collection
+    }
+
+
+def test_migrations_match_the_models_under_mongodb_settings(migrations):
+    assert migrations["changes"] == {}, "makemigrations would write these under MongoDB settings"
+
+
+def test_every_app_with_models_has_migrations_and_contrib_ones_come_from_mongo_migrations(migrations):
+    leaves = migrations["leaves"]
+
+    assert set(migrations["apps_with_models"]) <= set(leaves)
+    for label in ("admin", "auth", "contenttypes"):
+        assert leaves[label].startswith(f"mongo_migrations.{label}.")
+    assert leaves["interactions"].startswith("interactions.migrations.")
+    assert leaves["messages_app"].startswith("messages_app.migrations.")
+
+
+def test_contrib_models_get_object_id_keys_stored_as_underscore_id_and_ours_keep_uuids(migrations):
+    keys = migrations["primary_keys"]
+
+    for model in ("auth.user", "auth.group", "auth.permission", "contenttypes.contenttype", "admin.logentry"):
+        assert keys[model] == ["ObjectIdAutoField", "_id"], model
+    assert keys["interactions.interaction"] == ["UUIDField", "id"]
+    assert keys["messages_app.message"] == ["UUIDField", "id"]
+    assert keys["authtoken.token"] == ["CharField", "key"]
+
+
+def test_migrate_creates_the_compound_indexes_the_list_pages_walk(migrations):
+    interaction_indexes = created_indexes(migrations, "interactions_interaction")
+    message_indexes = created_indexes(migrations, "messages_app_message")
+
+    assert interaction_indexes["interaction_owner_activity"]["key"] == {"owner_id": 1, "last_activity_at": 1, "id": 1}
+    assert message_indexes["message_interaction_time"]["key"] == {"interaction_id": 1, "created_at": 1, "id": 1}
+    # Looking a row up by its UUID needs an index too: MongoDB only indexes its own _id.
+    assert any(index["key"] == {"id": 1} and index["unique"] for index in interaction_indexes.values())
+    assert any(index["key"] == {"id": 1} and index["unique"] for index in message_indexes.values())
+
+
+def test_migrate_creates_a_unique_idempotency_index_that_leaves_out_messages_without_a_key(migrations, commands):
+    index = created_indexes(migrations, "messages_app_message")["message_idempotency_key_unique"]
+    (stored_without_key,) = commands["user_message_create"][-1]["documents"]
+    (stored_with_key,) = commands["keyed_message_create"][-1]["documents"]
+
+    assert index["key"] == {"interaction_id": 1, "idempotency_key": 1}
+    assert index["unique"] is True
+    assert stored_without_key["idempotency_key"] is None
+    assert not matches(stored_without_key, index["partialFilterExpression"]), "keyless messages would collide"
+    assert matches(stored_with_key, index["partialFilterExpression"]), "keyed messages would not be unique"
+
+
+# --- The commands the services send ---------------------------------------------------------
+
+COMMANDS_SCRIPT = """
+import uuid
+from datetime import datetime
+from types import SimpleNamespace
+
+from bson import ObjectId
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+from django_mongodb_backend.compiler import SQLInsertCompiler, SQLUpdateCompiler
+from django_mongodb_backend.query import MongoQuery
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from core.pagination import ListPagination
+from interactions.models import Interaction
+from interactions.selectors import interaction_list
+from interactions.services import interaction_message_recorded, interaction_reply_slot_claim
+from interactions.views import InteractionViewSet
+from messages_app.selectors import message_get_by_idempotency_key, message_list
+from messages_app.services import message_create
+from messages_app.views import MessageViewSet
+
+# The backend hands every finished command to pymongo in one of these three methods.
+recorded, canned_results = [], []
+
+def record_aggregate(self):
+    recorded.append({"op": "aggregate", "collection": self.compiler.collection_name, "pipeline": self.get_pipeline()})
+    return iter(canned_results.pop(0) if canned_results else [])
+
+def record_update(self, criteria, pipeline):
+    recorded.append({"op": "update_many", "collection": self.collection_name, "filter": criteria, "update": pipeline})
+    return 1  # as if one document matched
+
+def record_insert(self, documents, returning_fields=None):
+    recorded.append({"op": "insert_many", "collection": self.collection_name, "documents": documents})
+    return [(None,)] * len(documents) if returning_fields else []
+
+MongoQuery.get_cursor = record_aggregate
+SQLUpdateCompiler.update = record_update
+SQLInsertCompiler.insert = record_insert
+
+def commands_of(step):
+    recorded.clear()
+    step()
+    return list(recorded)
+
+def list_page(viewset, queryset, **query):
+    view = SimpleNamespace(list_sort_field=viewset.list_sort_field, list_default_order=viewset.list_default_order)
+    return ListPagination().paginate_queryset(queryset, Request(APIRequestFactory().get("/", query)), view)
+
+owner = User(pk=ObjectId(PARAMS["owner_id"]), username="alice")
+interaction = Interaction(id=uuid.UUID(PARAMS["interaction_id"]), owner=owner, model_name="m", title="Titled")
+
+def message_page_after_anchor():
+    # The anchor row as pymongo returns it: naive UTC datetime, UUID as hex string.
+    anchor = {
+        "created_at": datetime.fromisoformat(PARAMS["anchor_created_at"]),
+        "id": uuid.UUID(PARAMS["anchor_id"]).hex,
+    }
+    canned_results.append([anchor])
+    list_page(MessageViewSet, message_list(interaction=interaction), after=PARAMS["anchor_id"])
+
+emit({
+    "interaction_page": commands_of(lambda: list_page(InteractionViewSet, interaction_list(owner=owner))),
+    "message_page_after_anchor": commands_of(message_page_after_anchor),
+    "reply_slot_claim": commands_of(lambda: interaction_reply_slot_claim(interaction_id=interaction.id)),
+    "message_recorded": commands_of(
+        lambda: interaction_message_recorded(interaction=interaction, at=timezone.now())
+    ),
+    "idempotency_lookup": commands_of(
+        lambda: message_get_by_idempotency_key(interaction=interaction, idempotency_key="key-1")
+    ),
+    "user_message_create": commands_of(
+        lambda: message_create(interaction=interaction, role="user", content="Hello", reply_deferred=True)
+    ),
+    "keyed_message_create": commands_of(
+        lambda: message_create(interaction=interaction, role="assistant", content="Hi", idempotency_key="key-1")
+    ),
+    "lease_seconds": settings.LLM_REPLY_LEASE_SECONDS,
+})
+"""
+
+
+@pytest.fixture(scope="module")
+def commands() -> dict[str, Any]:
+    return run_django(
+        COMMANDS_SCRIPT,
+        mongodb_env(),
+        owner_id=OWNER_ID,
+        interaction_id=INTERACTION_ID,
+        anchor_id=ANCHOR_ID,
+        anchor_created_at=ANCHOR_CREATED_AT.replace(tzinfo=None).isoformat(),
+    )
+
+
+def uuid_hex(value: str) -> str:
+    return value.replace("-", "")
+
+
+def test_interaction_list_page_matches_the_owner_and_sorts_along_interaction_owner_activity(commands, migrations):
+    (command,) = commands["interaction_page"]
+    pipeline = command["pipeline"]
+    names = stage_names(pipeline)
+    index = created_indexes(migrations, "interactions_interaction")["interaction_owner_activity"]
+
+    assert command["collection"] == "interactions_interaction"
+    assert names[0] == "$match", "only a leading $match can use an index"
+    assert equality_conditions(stage(pipeline, "$match")) == {"owner_id": ObjectId(OWNER_ID)}
+    assert list(stage(pipeline, "$sort").items()) == [("last_activity_at", -1), ("id", -1)]
+    assert index_serves_sort(index["key"], ["owner_id"], stage(pipeline, "$sort"))
+    assert only_sort_fields_reassigned_to_themselves(pipeline[1 : names.index("$sort")])
+    assert names[names.index("$sort") + 1 :] == ["$limit"]
+    assert stage(pipeline, "$limit") == DEFAULT_LIMIT + 1
+
+
+def test_message_page_after_a_cursor_is_a_keyset_range_along_message_interaction_time(commands, migrations):
+    anchor_lookup, page = commands["message_page_after_anchor"]
+    pipeline = page["pipeline"]
+    names = stage_names(pipeline)
+    match = stage(pipeline, "$match")
+    index = created_indexes(migrations, "messages_app_message")["message_interaction_time"]
+    interaction, anchor = uuid_hex(INTERACTION_ID), uuid_hex(ANCHOR_ID)
+
+    def message(id_: str, created_at: datetime, interaction_id: str = interaction) -> dict[str, Any]:
+        return {"interaction_id": interaction_id, "id": id_, "created_at": created_at}
+
+    anchor_match = stage(anchor_lookup["pipeline"], "$match")
+    assert equality_conditions(anchor_match) == {"interaction_id": interaction, "id": anchor}
+    assert names[0] == "$match"
+    assert equality_conditions(match) == {"interaction_id": interaction}
+    assert list(stage(pipeline, "$sort").items()) == [("created_at", 1), ("id", 1)]
+    assert index_serves_sort(index["key"], ["interaction_id"], stage(pipeline, "$sort"))
+    assert only_sort_fields_reassigned_to_themselves(pipeline[1 : names.index("$sort")])
+    assert stage(pipeline, "$limit") == DEFAULT_LIMIT + 1
+    # The page holds exactly what comes after the anchor in (created_at, id) order.
+    second = timedelta(seconds=1)
+    assert not matches(message(anchor, ANCHOR_CREATED_AT), match)
+    assert not matches(message("0" * 32, ANCHOR_CREATED_AT), match)
+    assert matches(message("f" * 32, ANCHOR_CREATED_AT), match)
+    assert not matches(message("f" * 32, ANCHOR_CREATED_AT - second), match)
+    assert matches(message("0" * 32, ANCHOR_CREATED_AT + second), match)
+    assert not matches(message("f" * 32, ANCHOR_CREATED_AT + second, interaction_id="e" * 32), match)
+
+
+def test_reply_slot_claim_is_one_conditional_update_that_takes_over_only_stale_claims(commands):
+    (command,) = commands["reply_slot_claim"]
+    claim_filter, update = command["filter"], command["update"]
+    interaction = uuid_hex(INTERACTION_ID)
+    claimed_at = apply_update({"id": interaction}, update)["reply_claimed_at"]
+    lease = timedelta(seconds=commands["lease_seconds"])
+
+    def slot(**fields: Any) -> dict[str, Any]:
+        return {"id": interaction, **fields}
+
+    assert command["op"] == "update_many"
+    assert command["collection"] == "interactions_interaction"
+    assert equality_conditions(claim_filter) == {"id": interaction}  # unique index: at most one document
+    assert isinstance(claimed_at, datetime)
+    assert matches(slot(), claim_filter)
+    assert matches(slot(reply_claimed_at=None), claim_filter)
+    assert not matches(slot(reply_claimed_at=claimed_at - timedelta(seconds=1)), claim_filter)
+    assert not matches(slot(reply_claimed_at=claimed_at - lease + timedelta(seconds=1)), claim_filter)
+    assert matches(slot(reply_claimed_at=claimed_at - lease - timedelta(seconds=1)), claim_filter)
+    assert not matches({"id": "e" * 32, "reply_claimed_at": None}, claim_filter)
+
+
+def test_recording_a_message_updates_the_counters_from_their_stored_values_in_one_command(commands):
+    (command,) = commands["message_recorded"]
+    stored = {"id": uuid_hex(INTERACTION_ID), "message_count": 41, "version": 7, "title": "Titled"}
+
+    updated = apply_update(stored, command["update"])
+
+    assert command["op"] == "update_many", "a read before the write would be a lost-update race"
+    assert command["filter"] == {"id": uuid_hex(INTERACTION_ID)}
+    # The in-memory Interaction has message_count 0: 42 can only come from the stored 41.
+    assert updated["message_count"] == 42
+    assert updated["version"] == 8
+    assert updated["last_activity_at"] == updated["last_message_at"]
+    assert updated["title"] == "Titled"
+
+
+def test_idempotency_lookup_matches_everything_the_partial_unique_index_covers(commands, migrations):
+    (command,) = commands["idempotency_lookup"]
+    index = created_indexes(migrations, "messages_app_message")["message_idempotency_key_unique"]
+    equalities = equality_conditions(stage(command["pipeline"], "$match"))
+
+    assert stage_names(command["pipeline"])[0] == "$match"
+    assert equalities == {"interaction_id": uuid_hex(INTERACTION_ID), "idempotency_key": "key-1"}
+    assert set(index["key"]) <= set(equalities)
+    # Whatever the lookup finds satisfies the index's filter, so the planner may use the index.
+    assert matches(equalities, index["partialFilterExpression"])
+    assert stage(command["pipeline"], "$limit") == 1
+
+
+def test_creating_a_user_message_claims_the_slot_counts_it_then_inserts_it(commands):
+    claim, count, insert = commands["user_message_create"]
+    (document,) = insert["documents"]
+
+    assert [claim["op"], count["op"], insert["op"]] == ["update_many", "update_many", "insert_many"]
+    assert "reply_claimed_at" in claim["update"][0]["$set"]
+    assert "message_count" in count["update"][0]["$set"]
+    assert insert["collection"] == "messages_app_message"
+    assert document["interaction_id"] == uuid_hex(INTERACTION_ID)
+    assert document["role"] == "user"
+
+
+def test_compiling_all_of_this_never_connected_to_a_server(mongodb_settings, migrations, commands):
+    assert not mongodb_settings["connected"]
+    assert not migrations["connected"]
+    assert not commands["connected"]
+
+
+# --- An unreachable server --------------------------------------------------------------------
+
+OUTAGE_SCRIPT = """
+import time
+from django.test import Client
+from django.test.utils import setup_test_environment
+
+setup_test_environment()  # lets the test Client's host through ALLOWED_HOSTS
+client = Client()
+
+def timed_get(path, **headers):
+    started = time.monotonic()
+    response = client.get(path, **headers)
+    return {
+        "status": response.status_code,
+        "body": response.json(),
+        "retry_after": response.headers.get("Retry-After"),
+        "seconds": time.monotonic() - started,
+    }
+
+emit({
+    "health": timed_get("/healthz"),
+    # A token makes authentication read the database; without one DRF answers 401 first.
+    "interactions": timed_get("/api/v1/interactions/", HTTP_AUTHORIZATION="Token " + "0" * 40),
+})
+"""
+
+
+def test_an_unreachable_mongodb_answers_503_in_json_within_seconds():
+    result = run_django(OUTAGE_SCRIPT, mongodb_env(LOG_LEVEL="CRITICAL"))
+    health, interactions = result["health"], result["interactions"]
+
+    assert health["status"] == 503
+    assert health["body"] == {"status": "database_unavailable"}
+    assert interactions["status"] == 503
+    assert interactions["body"]["error"]["code"] == "database_unavailable"
+    assert interactions["body"]["error"]["type"] == "api_error"
+    assert interactions["retry_after"] == "5"
+    assert health["seconds"] < 10
+    assert interactions["seconds"] < 10
