@@ -323,13 +323,14 @@ def check_payload_matches(ctx: Context) -> None:
     """The raw SDK baseline must send what the service sends, or the ratio compares different work."""
     from llm.prompts import conversation_build
     from messages_app.models import Message, MessageRole
-    from messages_app.selectors import message_history
+    from messages_app.selectors import message_history_newest_first
 
     interaction = ctx.new_interaction()
     ctx.post_message(ctx.messages_url(interaction))
     user_message = Message.objects.get(interaction=interaction, role=MessageRole.USER)
     sent = conversation_build(
-        interaction=interaction, history=message_history(interaction=interaction, up_to=user_message)
+        interaction=interaction,
+        history_newest_first=message_history_newest_first(interaction=interaction, up_to=user_message),
     )
     if sent != raw_payload()["messages"]:
         raise RuntimeError(f"the raw SDK payload differs from what the service sends: {sent!r}")
@@ -558,11 +559,14 @@ def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
                 content=f"{index}: {text}",
                 status=MessageStatus.COMPLETED,
             )
-            for index in range(size)
+            for index in reversed(range(size))
         ]
         for size in PROMPT_SIZES
     }
-    kept = {size: len(conversation_build(interaction=interaction, history=histories[size])) for size in PROMPT_SIZES}
+    kept = {
+        size: len(conversation_build(interaction=interaction, history_newest_first=histories[size]))
+        for size in PROMPT_SIZES
+    }
 
     def per_call_us(size: int) -> Callable[[], float]:
         calls = max(2, profile.prompt_calls * 10 // size)
@@ -571,14 +575,16 @@ def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
         def round_() -> float:
             started = time.perf_counter_ns()
             for _ in range(calls):
-                conversation_build(interaction=interaction, history=history)
+                conversation_build(interaction=interaction, history_newest_first=history)
             return (time.perf_counter_ns() - started) / calls / 1000
 
         return round_
 
     def per_call_bytes(size: int) -> Callable[[], float]:
         history = histories[size]
-        return lambda: float(peak_bytes(lambda: conversation_build(interaction=interaction, history=history)))
+        return lambda: float(
+            peak_bytes(lambda: conversation_build(interaction=interaction, history_newest_first=history))
+        )
 
     results = []
     for size in PROMPT_SIZES[1:]:
@@ -674,7 +680,7 @@ def bench_long_history(ctx: Context, profile: Profile) -> list[Result]:
     """6. POST (offline provider) on an interaction with a long history vs a fresh one."""
     from llm.prompts import conversation_build
     from messages_app.models import Message
-    from messages_app.selectors import message_history
+    from messages_app.selectors import message_history_newest_first
 
     long_interaction = ctx.new_interaction()
     add_history(long_interaction, profile.long_history)
@@ -695,12 +701,22 @@ def bench_long_history(ctx: Context, profile: Profile) -> list[Result]:
     base, subj, ratio = interleaved(baseline, subject, profile.rounds)
     ctx.reset_throttle()
     last_user = Message.objects.filter(interaction=long_interaction, role="user").order_by("-created_at", "-id")[0]
-    history: list[Message] = []
+    rows_read = 0
+    sent: list[dict[str, str]] = []
 
-    def load_history(_: object) -> None:
-        history[:] = message_history(interaction=long_interaction, up_to=last_user)
+    def counted(rows: Iterator[Message]) -> Iterator[Message]:
+        nonlocal rows_read
+        for row in rows:
+            rows_read += 1
+            yield row
 
-    ms_message_history = statistics.median(time_calls(load_history, 1) * 1000 for _ in range(profile.reps))
+    def build_prompt(_: object) -> None:
+        nonlocal rows_read
+        rows_read = 0
+        history = message_history_newest_first(interaction=long_interaction, up_to=last_user)
+        sent[:] = conversation_build(interaction=long_interaction, history_newest_first=counted(history))
+
+    ms_history_read_and_build = statistics.median(time_calls(build_prompt, 1) * 1000 for _ in range(profile.reps))
     return [
         Result(
             name="api_post_reply_long_history_vs_empty",
@@ -716,9 +732,10 @@ def bench_long_history(ctx: Context, profile: Profile) -> list[Result]:
             ratio=ratio,
             rounds=profile.rounds,
             notes={
-                "history_rows_loaded_per_reply": len(history),
-                "ms_message_history_select": ms_message_history,
-                "messages_sent_to_model": len(conversation_build(interaction=long_interaction, history=history)),
+                "history_rows_stored": Message.objects.filter(interaction=long_interaction).count(),
+                "history_rows_read_per_reply": rows_read,
+                "messages_sent_to_model": len(sent),
+                "ms_history_read_and_prompt_build": ms_history_read_and_build,
                 "post_long_history": ctx.database_work(lambda: post(long_url)),
             },
         )

@@ -8,6 +8,7 @@ per-message framing; it errs on the generous side for English text.
 """
 
 import math
+from collections.abc import Iterable
 
 from django.conf import settings
 
@@ -23,19 +24,21 @@ def token_estimate(text: str) -> int:
 
 
 def conversation_build(
-    *, interaction: Interaction, history: list[Message], budget_tokens: int | None = None
+    *, interaction: Interaction, history_newest_first: Iterable[Message], budget_tokens: int | None = None
 ) -> list[dict[str, str]]:
-    """`history` is oldest first and ends with the user message being answered.
+    """The messages to send, oldest first. `history_newest_first` starts with the user
+    message being answered, which is always sent.
 
     Failed replies and empty in-progress placeholders are left out. The newest messages
-    are kept when the budget runs out; the message being answered is always sent.
+    are kept; the history is read no further than the budget reaches.
     """
     budget = settings.LLM_HISTORY_TOKEN_BUDGET if budget_tokens is None else budget_tokens
-    usable = [m for m in history if m.status not in (MessageStatus.FAILED, MessageStatus.IN_PROGRESS) and m.content]
     kept: list[dict[str, str]] = []
-    for index, message in enumerate(reversed(usable)):
+    for message in history_newest_first:
+        if message.status in (MessageStatus.FAILED, MessageStatus.IN_PROGRESS) or not message.content:
+            continue
         cost = token_estimate(message.content)
-        if index > 0 and cost > budget:
+        if kept and cost > budget:
             break
         budget -= cost
         kept.append({"role": str(message.role), "content": message.content})

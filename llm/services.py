@@ -17,7 +17,7 @@ from llm.metrics import replies_total, reply_latency_seconds, reply_time_to_firs
 from llm.prompts import conversation_build
 from llm.providers import ChatRequest, ProviderError, Usage, provider_get
 from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
-from messages_app.selectors import message_history
+from messages_app.selectors import message_history_newest_first
 from messages_app.services import message_create, message_reply_update
 
 logger = logging.getLogger(__name__)
@@ -108,11 +108,13 @@ def reply_run(*, reply: Message, stream: bool) -> Iterator[str]:
     started = time.monotonic()
     try:
         assert reply.reply_to is not None
-        history = message_history(interaction=interaction, up_to=reply.reply_to)
         cap = settings.LLM_MAX_OUTPUT_TOKENS
         request = ChatRequest(
             model=interaction.model_name or settings.LLM_DEFAULT_MODEL,
-            messages=conversation_build(interaction=interaction, history=history),
+            messages=conversation_build(
+                interaction=interaction,
+                history_newest_first=message_history_newest_first(interaction=interaction, up_to=reply.reply_to),
+            ),
             max_tokens=min(interaction.max_tokens or cap, cap),
             temperature=interaction.temperature,
         )

@@ -1,10 +1,14 @@
 import uuid
+from collections.abc import Iterator
 
 from django.db.models import QuerySet
 
 from core.errors import NotFound
 from interactions.models import Interaction
 from messages_app.models import Message, MessageRole
+
+# About what one default prompt budget holds; more rows are read only if the budget asks.
+HISTORY_CHUNK_SIZE = 100
 
 
 def message_list(*, interaction: Interaction) -> QuerySet[Message]:
@@ -31,10 +35,16 @@ def message_get_by_idempotency_key(*, interaction: Interaction, idempotency_key:
     return Message.objects.filter(interaction=interaction, idempotency_key=idempotency_key).first()
 
 
-def message_history(*, interaction: Interaction, up_to: Message) -> list[Message]:
-    """The conversation before and including `up_to`, oldest first."""
-    return list(
+def message_history_newest_first(*, interaction: Interaction, up_to: Message) -> Iterator[Message]:
+    """The conversation up to and including `up_to`, newest first, read lazily in chunks.
+
+    A caller that stops early (the prompt budget is spent) never loads the older rows, so
+    a reply costs the same on a conversation of ten messages or ten thousand.
+    """
+    return (
         Message.objects.filter(interaction=interaction, created_at__lte=up_to.created_at)
         .exclude(created_at=up_to.created_at, id__gt=up_to.id)
-        .order_by("created_at", "id")
+        .only("id", "role", "content", "status")
+        .order_by("-created_at", "-id")
+        .iterator(chunk_size=HISTORY_CHUNK_SIZE)
     )

@@ -1,9 +1,9 @@
 from typing import Any
 
 from django.db import IntegrityError
-from django.utils import timezone
 
 from core.errors import Conflict
+from core.models import now_stored_precision
 from interactions.models import Interaction
 from interactions.services import (
     interaction_message_recorded,
@@ -51,7 +51,7 @@ def message_create(
     is_user_turn = role == MessageRole.USER
     if is_user_turn:
         interaction_reply_slot_claim(interaction_id=interaction.pk)
-    now = timezone.now()
+    now = now_stored_precision()
     message = Message(
         interaction=interaction,
         role=role,

@@ -4,7 +4,10 @@ import pytest
 
 from interactions.models import Interaction
 from interactions.services import interaction_reply_slot_claim
+from llm.prompts import conversation_build
 from messages_app.models import Message, MessageRole, MessageStatus
+from messages_app.selectors import message_history_newest_first
+from messages_app.services import message_create
 from tests.factories import InteractionFactory, MessageFactory
 from tests.sse import parse_sse
 
@@ -83,6 +86,32 @@ def test_history_over_the_budget_keeps_the_newest_messages(api, interaction, fak
     assert sent[-1] == {"role": "user", "content": "newest question"}
     kept_old = [m["content"].split(" ")[0] for m in sent[1:-1]]
     assert kept_old == ["old-4", "old-5"]
+
+
+def test_a_reply_reads_the_stored_history_only_as_far_as_the_budget_reaches(interaction, settings):
+    for index in range(50):
+        MessageFactory(interaction=interaction, content=f"old-{index} " + "x" * 400)
+    newest = MessageFactory(interaction=interaction, role=MessageRole.USER, content="newest question")
+    settings.LLM_HISTORY_TOKEN_BUDGET = 300
+    read = []
+
+    def recording(rows):
+        for row in rows:
+            read.append(row.content.split(" ")[0])
+            yield row
+
+    history = message_history_newest_first(interaction=interaction, up_to=newest)
+    sent = conversation_build(interaction=interaction, history_newest_first=recording(history))
+
+    assert [m["content"].split(" ")[0] for m in sent[1:]] == ["old-48", "old-49", "newest"]
+    assert read == ["newest", "old-49", "old-48", "old-47"], "rows past the budget were read"
+
+
+def test_a_stored_message_equals_the_one_its_creator_holds(interaction):
+    message = message_create(interaction=interaction, role=MessageRole.ASSISTANT, content="hi")
+
+    # MongoDB keeps milliseconds; keyset comparisons against the in-memory message rely on this.
+    assert Message.objects.get(pk=message.pk).created_at == message.created_at
 
 
 def test_failed_replies_are_left_out_of_the_history(api, interaction, fake_llm):
