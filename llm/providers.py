@@ -6,9 +6,12 @@ says how the reply failed (ReplyErrorCode) in words a user can act on.
 
 import functools
 import hashlib
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import openai
@@ -17,6 +20,7 @@ from django.conf import settings
 from messages_app.models import ReplyErrorCode
 
 OFFLINE_MODEL_NAME = "offline-provider"
+MAX_RETRY_AFTER_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class ChatChunk:
 class ProviderError(Exception):
     code: ReplyErrorCode
     message: str
-    retry_after: str | None = None
+    retry_after_seconds: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -99,7 +103,7 @@ class OpenAICompatibleProvider:
             raise ProviderError(
                 ReplyErrorCode.UPSTREAM_RATE_LIMITED,
                 "the model provider is rate limiting requests",
-                retry_after=exc.response.headers.get("retry-after"),
+                retry_after_seconds=retry_after_seconds(exc.response.headers.get("retry-after")),
             ) from exc
         except openai.APIStatusError as exc:
             raise ProviderError(
@@ -190,6 +194,20 @@ class OfflineProvider:
             finish_reason=finish_reason,
             usage=Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens),
         )
+
+
+def retry_after_seconds(header: str | None) -> int | None:
+    """A Retry-After header (seconds or an HTTP date) as whole seconds from now, at most an hour."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(math.ceil(seconds), 1), MAX_RETRY_AFTER_SECONDS)
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -79,6 +79,7 @@ def reply_retry_start(*, reply: Message) -> Message:
             finish_reason="",
             error_code="",
             error_message="",
+            retry_after_seconds=None,
         )
     except Exception:
         interaction_reply_slot_release(interaction_id=reply.interaction_id)
@@ -191,6 +192,7 @@ def _reply_finish(
         finish_reason=finish_reason,
         error_code=str(error.code) if error else "",
         error_message=error.message if error else "",
+        retry_after_seconds=error.retry_after_seconds if error else None,
     )
     replies_total.labels(provider_name, status, error.code if error else "").inc()
     reply_latency_seconds.labels(provider_name).observe(latency)

@@ -3,7 +3,8 @@
 Events, in order: `message.created` (the stored user message; absent on retry),
 `reply.created` (the stored `in_progress` reply), `reply.delta` (`{"id", "delta"}`, as
 text arrives), then `reply.completed` (the stored reply) or `error` (the error envelope
-with the stored reply in `error.details.reply`).
+with the stored reply in `error.details.reply` and, when the provider rate-limited us,
+how long it asked to wait in `error.details.retry_after_seconds`).
 """
 
 import json
@@ -43,7 +44,12 @@ def _reply_events(*, reply: Message, user_message: Message | None) -> Generator[
             status_code=status_code,
             code=reply.error_code,
             error_type="upstream_error",
-            details={"status": status_code, "reply_id": str(reply.pk), "reply": reply_data},
+            details={
+                "status": status_code,
+                "reply_id": str(reply.pk),
+                "reply": reply_data,
+                **({"retry_after_seconds": reply.retry_after_seconds} if reply.retry_after_seconds else {}),
+            },
         )
         yield sse("error", body)
     else:

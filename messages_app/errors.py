@@ -10,6 +10,7 @@ REPLY_ERROR_STATUS: dict[str, int] = {
     ReplyErrorCode.STREAM_INTERRUPTED: 502,
     ReplyErrorCode.INTERNAL_ERROR: 500,
 }
+# When a rate-limited provider does not say how long to wait.
 RATE_LIMITED_RETRY_AFTER_SECONDS = 10
 
 
@@ -22,7 +23,7 @@ class ReplyFailed(ApplicationError):
         self.status_code = REPLY_ERROR_STATUS.get(reply.error_code, 502)
         headers = {}
         if reply.error_code == ReplyErrorCode.UPSTREAM_RATE_LIMITED:
-            headers["Retry-After"] = str(RATE_LIMITED_RETRY_AFTER_SECONDS)
+            headers["Retry-After"] = str(reply.retry_after_seconds or RATE_LIMITED_RETRY_AFTER_SECONDS)
         super().__init__(
             f"The reply could not be generated: {reply.error_message or reply.error_code}. "
             f"Your message is stored; retry the reply with POST .../messages/{reply.pk}/retry/.",

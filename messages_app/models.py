@@ -43,6 +43,9 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
+    retry_after_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Rate-limited replies: when the provider said to try again."
+    )
 
     # Null when the client sent no Idempotency-Key; unique per interaction otherwise.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 (NULLs stay out of the unique index)

@@ -25,6 +25,7 @@ REPLY_FIELDS = (
     "finish_reason",
     "error_code",
     "error_message",
+    "retry_after_seconds",
 )
 
 

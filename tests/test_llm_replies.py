@@ -1,10 +1,14 @@
 """Assistant replies through the real openai SDK against a loopback OpenAI-compatible server."""
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import pytest
 
 from interactions.models import Interaction
 from interactions.services import interaction_reply_slot_claim
 from llm.prompts import conversation_build
+from llm.providers import retry_after_seconds
 from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.selectors import message_history_newest_first
 from messages_app.services import message_create
@@ -153,7 +157,7 @@ def test_provider_failures_store_a_failed_reply_and_answer_a_clear_error(
     assert reply.error_message
     assert error["details"] == {"message_id": str(user_message.pk), "reply_id": str(reply.pk)}
     if status == 503:
-        assert response["Retry-After"]
+        assert response["Retry-After"] == "7", "the provider's Retry-After is passed on"
     interaction.refresh_from_db()
     assert interaction.reply_claimed_at is None
 
@@ -353,12 +357,13 @@ def test_a_stream_that_breaks_keeps_the_partial_text_and_ends_with_an_error_even
 
 
 def test_a_stream_whose_provider_fails_at_once_stores_a_failed_reply(api, interaction, fake_llm):
-    fake_llm.then(status=429)
+    fake_llm.then(status=429, headers={"Retry-After": "30"})
 
     events = parse_sse(stream(api, interaction).streaming_content)
 
     assert events[-1][0] == "error"
     assert events[-1][1]["error"]["details"]["status"] == 503
+    assert events[-1][1]["error"]["details"]["retry_after_seconds"] == 30
     assert stored(interaction)[1].status == MessageStatus.FAILED
 
 
@@ -419,3 +424,17 @@ def test_a_streaming_request_while_a_reply_is_in_flight_answers_409_as_json(api,
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "reply_in_progress"
     assert Interaction.objects.get(pk=interaction.pk).message_count == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("7", 7), ("0.2", 1), ("86400", 3600), ("soon", None), ("", None), (None, None)],
+)
+def test_a_providers_retry_after_in_seconds_is_read_as_bounded_whole_seconds(header, seconds):
+    assert retry_after_seconds(header) == seconds
+
+
+def test_a_providers_retry_after_as_an_http_date_is_read_as_seconds_from_now():
+    header = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+
+    assert 118 <= retry_after_seconds(header) <= 120

@@ -319,6 +319,9 @@ class RecordingCollection:
         for index in indexes:
             schema_operations.append({"op": "create_index", "collection": self.name, **index.document})
 
+    def update_many(self, filter, update):
+        schema_operations.append({"op": "update_many", "collection": self.name, "filter": filter, "update": update})
+
 connection.SchemaEditorClass.get_collection = lambda self, name: RecordingCollection(name)
 connection.SchemaEditorClass.get_database = lambda self: RecordingCollection(None)
 plan = []
@@ -388,6 +391,18 @@ def test_migrate_creates_the_compound_indexes_the_list_pages_walk(migrations):
     # Looking a row up by its UUID needs an index too: MongoDB only indexes its own _id.
     assert any(index["key"] == {"id": 1} and index["unique"] for index in interaction_indexes.values())
     assert any(index["key"] == {"id": 1} and index["unique"] for index in message_indexes.values())
+
+
+def test_a_field_added_by_a_later_migration_is_set_on_the_documents_already_stored(migrations):
+    backfills = [
+        operation
+        for operation in migrations["schema_operations"]
+        if operation["op"] == "update_many" and operation["collection"] == "messages_app_message"
+    ]
+
+    assert {"filter": {}, "update": [{"$set": {"retry_after_seconds": None}}]} in [
+        {"filter": operation["filter"], "update": operation["update"]} for operation in backfills
+    ]
 
 
 def test_migrate_creates_a_unique_idempotency_index_that_leaves_out_messages_without_a_key(migrations, commands):
