@@ -9,8 +9,10 @@ how long it asked to wait in `error.details.retry_after_seconds`).
 
 import json
 from collections.abc import Generator
+from contextlib import suppress
 from typing import Any
 
+from core.errors import ApplicationError
 from core.exceptions import error_body
 from llm.services import reply_run
 from messages_app.errors import REPLY_ERROR_STATUS
@@ -33,9 +35,18 @@ def _reply_events(*, reply: Message, user_message: Message | None) -> Generator[
     except GeneratorExit:
         # The client went away. Finish the reply anyway so that it is stored whole and
         # the client finds it when it lists the messages again.
-        for _ in run:
-            pass
+        with suppress(ApplicationError):  # Nothing left to store it in.
+            for _ in run:
+                pass
         raise
+    except ApplicationError as exc:
+        yield sse(
+            "error",
+            error_body(
+                message=exc.message, status_code=exc.status_code, code=exc.code, details={"status": exc.status_code}
+            ),
+        )
+        return
     reply_data = MessageSerializer(reply).data
     if reply.error_code:
         status_code = REPLY_ERROR_STATUS.get(reply.error_code, 502)

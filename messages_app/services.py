@@ -1,8 +1,9 @@
 from typing import Any
 
 from django.db import IntegrityError
+from django.utils import timezone
 
-from core.errors import Conflict
+from core.errors import Conflict, NotFound
 from core.models import now_stored_precision
 from interactions.models import Interaction
 from interactions.services import (
@@ -85,12 +86,17 @@ def message_create(
 
 
 def message_reply_update(*, reply: Message, **fields: Any) -> Message:
-    """Write what the reply work learned (content, status, usage, timings, error)."""
+    """Write what the reply work learned (content, status, usage, timings, error).
+
+    Raises NotFound if the reply is gone: its interaction was deleted meanwhile.
+    """
     unknown = set(fields) - set(REPLY_FIELDS)
     if unknown:
         raise TypeError(f"Not reply fields: {sorted(unknown)}")
     for name, value in fields.items():
         setattr(reply, name, value)
-    reply.save(update_fields=[*fields, "updated_at"])
+    reply.updated_at = timezone.now()
+    if not Message.objects.filter(pk=reply.pk).update(**fields, updated_at=reply.updated_at):
+        raise NotFound("The interaction was deleted while its reply was being generated.", code="interaction_deleted")
     interaction_messages_changed(interaction=reply.interaction)
     return reply

@@ -5,10 +5,12 @@ from email.utils import format_datetime
 
 import pytest
 
+from core.errors import NotFound
 from interactions.models import Interaction
 from interactions.services import interaction_reply_slot_claim
 from llm.prompts import conversation_build
 from llm.providers import retry_after_seconds
+from llm.services import reply_run, reply_start
 from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.selectors import message_history_newest_first
 from messages_app.services import message_create
@@ -385,6 +387,34 @@ def test_a_client_that_disconnects_mid_stream_loses_nothing(api, interaction, fa
     assert listed[1]["content"] == "a b c d e f g h"
     interaction.refresh_from_db()
     assert interaction.reply_claimed_at is None
+
+
+def test_deleting_the_interaction_mid_stream_ends_the_stream_with_a_404_error_event(api, interaction, fake_llm):
+    fake_llm.default.text = "a b c d"
+    response = stream(api, interaction)
+    events = iter(response.streaming_content)
+    next(events)
+    next(events)
+
+    Interaction.objects.filter(pk=interaction.pk).delete()
+    name, body = parse_sse(events)[-1]
+
+    assert name == "error"
+    assert body["error"]["code"] == "interaction_deleted"
+    assert body["error"]["details"] == {"status": 404}
+    assert not Message.objects.filter(interaction_id=interaction.pk).exists()
+
+
+def test_deleting_the_interaction_while_its_reply_is_generated_answers_404(user, fake_llm):
+    interaction = InteractionFactory(owner=user)
+    user_message = message_create(interaction=interaction, role=MessageRole.USER, content="Hi", reply_deferred=True)
+    run = reply_run(reply=reply_start(user_message=user_message), stream=False)
+
+    Interaction.objects.filter(pk=interaction.pk).delete()
+
+    with pytest.raises(NotFound) as raised:
+        list(run)
+    assert raised.value.code == "interaction_deleted"
 
 
 def test_a_client_that_disconnects_before_the_first_event_loses_nothing(api, interaction, fake_llm):
