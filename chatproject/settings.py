@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids start after /api/v1 (interactions_list, not api_v1_interactions_list).
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "ENUM_NAME_OVERRIDES": {
         "MessageRoleEnum": "messages_app.models.MessageRole",
         "MessageStatusEnum": "messages_app.models.MessageStatus",

@@ -92,6 +92,7 @@ def _event_stream_response(stream: ReplyEventStream) -> StreamingHttpResponse:
         },
     ),
 )
+@extend_schema(tags=["messages"])
 class ChatMessageViewSet(MessageViewSet):
     """The messages of an interaction, with the model's replies streamed and retried."""
 

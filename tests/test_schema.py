@@ -50,6 +50,19 @@ def test_schema_lists_every_api_route(schema):
     assert routes <= set(schema["paths"]), routes - set(schema["paths"])
 
 
+def test_schema_documents_the_api_and_health_only_grouped_by_resource(schema):
+    assert set(schema["paths"]) == api_routes() | {"/healthz"}, "the docs pages are not API operations"
+    tags = {
+        path: {tag for operation in operations.values() for tag in operation["tags"]}
+        for path, operations in schema["paths"].items()
+    }
+    assert tags["/api/v1/interactions/"] == {"interactions"}
+    assert tags["/api/v1/interactions/{interaction_id}/messages/"] == {"messages"}
+    assert tags["/api/v1/auth/token/"] == {"auth"}
+    # Generated clients name their methods after these.
+    assert schema["paths"]["/api/v1/interactions/"]["post"]["operationId"] == "interactions_create"
+
+
 def test_schema_documents_token_auth_and_error_bodies(schema):
     assert "tokenAuth" in schema["components"]["securitySchemes"]
     create = schema["paths"]["/api/v1/interactions/{interaction_id}/messages/"]["post"]
