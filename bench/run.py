@@ -569,7 +569,7 @@ def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
     }
 
     def per_call_us(size: int) -> Callable[[], float]:
-        calls = max(2, profile.prompt_calls * 10 // size)
+        calls = max(20, profile.prompt_calls * 10 // size)
         history = histories[size]
 
         def round_() -> float:
