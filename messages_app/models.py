@@ -44,7 +44,7 @@ class Message(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     retry_after_seconds = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Rate-limited replies: when the provider said to try again."
+        null=True, blank=True, help_text="Rate-limited replies: the seconds the provider asked us to wait."
     )
 
     # Null when the client sent no Idempotency-Key; unique per interaction otherwise.

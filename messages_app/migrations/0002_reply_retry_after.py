@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='message',
             name='retry_after_seconds',
-            field=models.PositiveIntegerField(blank=True, help_text='Rate-limited replies: when the provider said to try again.', null=True),
+            field=models.PositiveIntegerField(blank=True, help_text='Rate-limited replies: the seconds the provider asked us to wait.', null=True),
         ),
     ]
