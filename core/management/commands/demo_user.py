@@ -28,5 +28,5 @@ class Command(BaseCommand):
         self.stdout.write(f"password: {password or '(unchanged; a new one with --reset-password)'}")
         self.stdout.write(f"token:    {token.key}")
         self.stdout.write(
-            f'try:      curl -H "Authorization: Token {token.key}" http://127.0.0.1:8000/api/v1/interactions/'
+            f'try:      curl -H "Authorization: Token {token.key}" {url.rstrip("/")}/api/v1/interactions/'
         )
