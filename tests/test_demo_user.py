@@ -1,6 +1,7 @@
 """The demo_user command that scripts/run uses to leave a newcomer able to authenticate."""
 
 import re
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
@@ -11,8 +12,6 @@ pytestmark = pytest.mark.django_db
 
 
 def run_demo_user(*args: str) -> str:
-    from io import StringIO
-
     out = StringIO()
     call_command("demo_user", *args, stdout=out)
     return out.getvalue()
