@@ -5,9 +5,9 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import F, Q
-from django.utils import timezone
 
 from core.errors import Conflict
+from core.models import now_stored_precision
 from interactions.cache import interaction_cache_invalidate
 from interactions.models import Interaction
 
@@ -46,15 +46,27 @@ def interaction_delete(*, interaction: Interaction) -> None:
 
 
 def interaction_message_recorded(
-    *, interaction: Interaction, at: datetime, delta: int = 1, title_hint: str = ""
+    *, interaction: Interaction, at: datetime, delta: int = 1, title_hint: str = "", claim_reply_slot: bool = False
 ) -> None:
-    """Keep the denormalised counters right with atomic updates (no read-modify-write)."""
-    Interaction.objects.filter(pk=interaction.pk).update(
+    """Keep the denormalised counters right with atomic updates (no read-modify-write).
+
+    With `claim_reply_slot` the same update claims the interaction's reply slot, as
+    interaction_reply_slot_claim() does, and counts nothing if it is taken (Conflict).
+    """
+    rows = Interaction.objects.filter(pk=interaction.pk)
+    claim = {}
+    if claim_reply_slot:
+        rows = rows.filter(_reply_slot_free(at))
+        claim = {"reply_claimed_at": at}
+    counted = rows.update(
         message_count=F("message_count") + delta,
         last_message_at=at,
         last_activity_at=at,
         version=F("version") + 1,
+        **claim,
     )
+    if claim_reply_slot and not counted:
+        raise _reply_in_progress()
     if title_hint and not interaction.title:
         Interaction.objects.filter(pk=interaction.pk, title="").update(
             title=" ".join(title_hint.split())[:TITLE_FROM_MESSAGE_CHARS]
@@ -62,9 +74,13 @@ def interaction_message_recorded(
     interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
 
 
-def interaction_messages_changed(*, interaction: Interaction) -> None:
-    """A message of the interaction was updated in place (a reply finished, for example)."""
-    Interaction.objects.filter(pk=interaction.pk).update(version=F("version") + 1)
+def interaction_messages_changed(*, interaction: Interaction, release_reply_slot: bool = False) -> None:
+    """A message of the interaction was updated in place (a reply finished, for example).
+
+    With `release_reply_slot` the same update releases the reply slot.
+    """
+    release = {"reply_claimed_at": None} if release_reply_slot else {}
+    Interaction.objects.filter(pk=interaction.pk).update(version=F("version") + 1, **release)
     interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
 
 
@@ -75,19 +91,23 @@ def interaction_reply_slot_claim(*, interaction_id: uuid.UUID) -> None:
     caller sees a matched row. A claim older than LLM_REPLY_LEASE_SECONDS belonged to a
     worker that died mid-reply and may be taken over.
     """
-    now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.LLM_REPLY_LEASE_SECONDS)
-    claimed = Interaction.objects.filter(
-        Q(reply_claimed_at__isnull=True) | Q(reply_claimed_at__lt=stale_before),
-        pk=interaction_id,
-    ).update(reply_claimed_at=now)
-    if not claimed:
-        raise Conflict(
-            "A reply is already being generated for this interaction; wait for it to finish.",
-            code="reply_in_progress",
-            param="interaction_id",
-        )
+    now = now_stored_precision()
+    if not Interaction.objects.filter(_reply_slot_free(now), pk=interaction_id).update(reply_claimed_at=now):
+        raise _reply_in_progress()
 
 
 def interaction_reply_slot_release(*, interaction_id: uuid.UUID) -> None:
     Interaction.objects.filter(pk=interaction_id).update(reply_claimed_at=None)
+
+
+def _reply_slot_free(now: datetime) -> Q:
+    stale_before = now - timedelta(seconds=settings.LLM_REPLY_LEASE_SECONDS)
+    return Q(reply_claimed_at__isnull=True) | Q(reply_claimed_at__lt=stale_before)
+
+
+def _reply_in_progress() -> Conflict:
+    return Conflict(
+        "A reply is already being generated for this interaction; wait for it to finish.",
+        code="reply_in_progress",
+        param="interaction_id",
+    )

@@ -144,26 +144,37 @@ def reply_run(*, reply: Message, stream: bool) -> Iterator[str]:
             ReplyErrorCode.INTERNAL_ERROR, f"the server failed while generating: {type(exc).__name__}"
         )
     finally:
+        latency = time.monotonic() - started
+        time_to_first_token = (first_token_at - started) if (stream and first_token_at) else None
+        # The write that stores the outcome also releases the reply slot. Should it fail,
+        # the slot is released on its own: the interaction is never left locked.
         try:
-            _reply_finish(
+            status = _reply_store(
                 reply=reply,
-                provider_name=provider.name,
                 content="".join(parts),
                 model=model,
                 finish_reason=finish_reason,
                 usage=usage,
                 error=error,
-                latency=time.monotonic() - started,
-                time_to_first_token=(first_token_at - started) if (stream and first_token_at) else None,
+                latency=latency,
+                time_to_first_token=time_to_first_token,
             )
-        finally:
+        except BaseException:
             interaction_reply_slot_release(interaction_id=reply.interaction_id)
+            raise
+        _reply_observe(
+            provider_name=provider.name,
+            status=status,
+            usage=usage,
+            error=error,
+            latency=latency,
+            time_to_first_token=time_to_first_token,
+        )
 
 
-def _reply_finish(
+def _reply_store(
     *,
     reply: Message,
-    provider_name: str,
     content: str,
     model: str,
     finish_reason: str,
@@ -171,7 +182,8 @@ def _reply_finish(
     error: ProviderError | None,
     latency: float,
     time_to_first_token: float | None,
-) -> None:
+) -> str:
+    """Store the outcome on the reply and release the reply slot; returns the status."""
     if error is not None:
         # Text that arrived before a failure is kept; the reply is then incomplete.
         status = MessageStatus.INCOMPLETE if content else MessageStatus.FAILED
@@ -181,6 +193,7 @@ def _reply_finish(
         status = MessageStatus.COMPLETED
     message_reply_update(
         reply=reply,
+        release_reply_slot=True,
         content=content,
         status=status,
         model=model,
@@ -194,6 +207,18 @@ def _reply_finish(
         error_message=error.message if error else "",
         retry_after_seconds=error.retry_after_seconds if error else None,
     )
+    return status
+
+
+def _reply_observe(
+    *,
+    provider_name: str,
+    status: str,
+    usage: Usage | None,
+    error: ProviderError | None,
+    latency: float,
+    time_to_first_token: float | None,
+) -> None:
     replies_total.labels(provider_name, status, error.code if error else "").inc()
     reply_latency_seconds.labels(provider_name).observe(latency)
     if time_to_first_token is not None:

@@ -9,7 +9,6 @@ from interactions.models import Interaction
 from interactions.services import (
     interaction_message_recorded,
     interaction_messages_changed,
-    interaction_reply_slot_claim,
     interaction_reply_slot_release,
 )
 from messages_app.models import Message, MessageRole, MessageStatus
@@ -51,8 +50,6 @@ def message_create(
     inside one.
     """
     is_user_turn = role == MessageRole.USER
-    if is_user_turn:
-        interaction_reply_slot_claim(interaction_id=interaction.pk)
     now = now_stored_precision()
     message = Message(
         interaction=interaction,
@@ -65,9 +62,12 @@ def message_create(
         created_at=now,
     )
     message.reply_deferred = reply_deferred
-    # Counted before the insert so that the counters are already right when the
-    # post_save receiver starts the reply; undone if the insert fails.
-    interaction_message_recorded(interaction=interaction, at=now, title_hint=content if is_user_turn else "")
+    # Counted (and for a user message, the reply slot claimed in the same update) before
+    # the insert, so that all is right when the post_save receiver starts the reply;
+    # undone if the insert fails.
+    interaction_message_recorded(
+        interaction=interaction, at=now, title_hint=content if is_user_turn else "", claim_reply_slot=is_user_turn
+    )
     try:
         message.save(force_insert=True)
     except Exception as exc:
@@ -85,10 +85,12 @@ def message_create(
     return message
 
 
-def message_reply_update(*, reply: Message, **fields: Any) -> Message:
+def message_reply_update(*, reply: Message, release_reply_slot: bool = False, **fields: Any) -> Message:
     """Write what the reply work learned (content, status, usage, timings, error).
 
-    Raises NotFound if the reply is gone: its interaction was deleted meanwhile.
+    With `release_reply_slot` the interaction's reply slot is released in the same write
+    that records the change. Raises NotFound if the reply is gone: its interaction was
+    deleted meanwhile.
     """
     unknown = set(fields) - set(REPLY_FIELDS)
     if unknown:
@@ -98,5 +100,5 @@ def message_reply_update(*, reply: Message, **fields: Any) -> Message:
     reply.updated_at = timezone.now()
     if not Message.objects.filter(pk=reply.pk).update(**fields, updated_at=reply.updated_at):
         raise NotFound("The interaction was deleted while its reply was being generated.", code="interaction_deleted")
-    interaction_messages_changed(interaction=reply.interaction)
+    interaction_messages_changed(interaction=reply.interaction, release_reply_slot=release_reply_slot)
     return reply

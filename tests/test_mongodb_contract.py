@@ -564,12 +564,11 @@ def test_message_page_after_a_cursor_is_a_keyset_range_along_message_interaction
     assert not matches(message("f" * 32, ANCHOR_CREATED_AT + second, interaction_id="e" * 32), match)
 
 
-def test_reply_slot_claim_is_one_conditional_update_that_takes_over_only_stale_claims(commands):
-    (command,) = commands["reply_slot_claim"]
+def assert_claims_only_a_free_or_stale_slot(command: dict[str, Any], lease_seconds: int) -> None:
     claim_filter, update = command["filter"], command["update"]
     interaction = uuid_hex(INTERACTION_ID)
-    claimed_at = apply_update({"id": interaction}, update)["reply_claimed_at"]
-    lease = timedelta(seconds=commands["lease_seconds"])
+    claimed_at = apply_update({"id": interaction, "message_count": 0, "version": 0}, update)["reply_claimed_at"]
+    lease = timedelta(seconds=lease_seconds)
 
     def slot(**fields: Any) -> dict[str, Any]:
         return {"id": interaction, **fields}
@@ -584,6 +583,12 @@ def test_reply_slot_claim_is_one_conditional_update_that_takes_over_only_stale_c
     assert not matches(slot(reply_claimed_at=claimed_at - lease + timedelta(seconds=1)), claim_filter)
     assert matches(slot(reply_claimed_at=claimed_at - lease - timedelta(seconds=1)), claim_filter)
     assert not matches({"id": "e" * 32, "reply_claimed_at": None}, claim_filter)
+
+
+def test_reply_slot_claim_is_one_conditional_update_that_takes_over_only_stale_claims(commands):
+    (command,) = commands["reply_slot_claim"]
+
+    assert_claims_only_a_free_or_stale_slot(command, commands["lease_seconds"])
 
 
 def test_recording_a_message_updates_the_counters_from_their_stored_values_in_one_command(commands):
@@ -614,16 +619,22 @@ def test_idempotency_lookup_matches_everything_the_partial_unique_index_covers(c
     assert stage(command["pipeline"], "$limit") == 1
 
 
-def test_creating_a_user_message_claims_the_slot_counts_it_then_inserts_it(commands):
-    claim, count, insert = commands["user_message_create"]
+def test_creating_a_user_message_claims_the_slot_and_counts_it_in_one_update_then_inserts_it(commands):
+    claim_and_count, insert = commands["user_message_create"]
     (document,) = insert["documents"]
+    stored = {"id": uuid_hex(INTERACTION_ID), "message_count": 41, "version": 7, "title": "Titled"}
 
-    assert [claim["op"], count["op"], insert["op"]] == ["update_many", "update_many", "insert_many"]
-    assert "reply_claimed_at" in claim["update"][0]["$set"]
-    assert "message_count" in count["update"][0]["$set"]
+    counted = apply_update(stored, claim_and_count["update"])
+
+    assert_claims_only_a_free_or_stale_slot(claim_and_count, commands["lease_seconds"])
+    assert counted["message_count"] == 42
+    assert counted["version"] == 8
+    assert counted["reply_claimed_at"] == counted["last_message_at"]
+    assert insert["op"] == "insert_many"
     assert insert["collection"] == "messages_app_message"
     assert document["interaction_id"] == uuid_hex(INTERACTION_ID)
     assert document["role"] == "user"
+    assert document["created_at"] == counted["last_message_at"]
 
 
 def test_compiling_all_of_this_never_connected_to_a_server(mongodb_settings, migrations, commands):
