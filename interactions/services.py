@@ -96,6 +96,17 @@ def interaction_reply_slot_claim(*, interaction_id: uuid.UUID) -> None:
         raise _reply_in_progress()
 
 
+def interaction_reply_slot_renew(*, interaction_id: uuid.UUID) -> None:
+    """Keep a claim fresh while its reply is still arriving.
+
+    Only a claim whose worker has been silent for LLM_REPLY_LEASE_SECONDS may be taken
+    over, however long the reply (a slow local model streaming for many minutes).
+    """
+    Interaction.objects.filter(pk=interaction_id, reply_claimed_at__isnull=False).update(
+        reply_claimed_at=now_stored_precision()
+    )
+
+
 def interaction_reply_slot_release(*, interaction_id: uuid.UUID) -> None:
     Interaction.objects.filter(pk=interaction_id).update(reply_claimed_at=None)
 

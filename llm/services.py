@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from django.conf import settings
 
 from core.errors import Conflict
-from interactions.services import interaction_reply_slot_claim, interaction_reply_slot_release
+from interactions.services import (
+    interaction_reply_slot_claim,
+    interaction_reply_slot_release,
+    interaction_reply_slot_renew,
+)
 from llm.metrics import replies_total, reply_latency_seconds, reply_time_to_first_token_seconds, tokens_total
 from llm.prompts import conversation_build
 from llm.providers import ChatRequest, ProviderError, Usage, provider_get
@@ -106,7 +110,8 @@ def reply_run(*, reply: Message, stream: bool) -> Iterator[str]:
     usage: Usage | None = None
     first_token_at: float | None = None
     error: ProviderError | None = None
-    started = time.monotonic()
+    started = renewed_at = time.monotonic()
+    renew_every = settings.LLM_REPLY_LEASE_SECONDS / 3
     try:
         assert reply.reply_to is not None
         cap = settings.LLM_MAX_OUTPUT_TOKENS
@@ -129,6 +134,9 @@ def reply_run(*, reply: Message, stream: bool) -> Iterator[str]:
                     first_token_at = time.monotonic()
                 parts.append(chunk.delta)
                 yield chunk.delta
+            if time.monotonic() - renewed_at >= renew_every:
+                interaction_reply_slot_renew(interaction_id=reply.interaction_id)
+                renewed_at = time.monotonic()
         if not parts:
             error = ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider returned an empty reply")
         elif stream and not finish_reason:

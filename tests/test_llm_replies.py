@@ -1,5 +1,6 @@
 """Assistant replies through the real openai SDK against a loopback OpenAI-compatible server."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -241,6 +242,25 @@ def test_an_abandoned_reply_claim_expires(api, interaction, fake_llm, settings):
     settings.LLM_REPLY_LEASE_SECONDS = 0
 
     assert post(api, interaction).status_code == 201
+
+
+def test_a_reply_still_streaming_past_the_lease_keeps_its_claim(api, interaction, fake_llm, settings):
+    settings.LLM_REPLY_LEASE_SECONDS = 1
+    fake_llm.default.text = " ".join("abcdefghijkl")
+    fake_llm.default.chunk_delay_seconds = 0.2
+    events = iter(stream(api, interaction, "tell me slowly").streaming_content)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.6:
+        next(events)
+
+    meanwhile = post(api, interaction, "are you done?")
+    rest = parse_sse(events)
+
+    assert meanwhile.status_code == 409, "a claim older than the lease but still streaming was taken over"
+    assert rest[-1][0] == "reply.completed"
+    assert [m.content for m in stored(interaction)] == ["tell me slowly", "a b c d e f g h i j k l"]
+    interaction.refresh_from_db()
+    assert interaction.reply_claimed_at is None
 
 
 def test_the_same_idempotency_key_returns_the_same_result_and_calls_the_model_once(api, interaction, fake_llm):

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.core.checks import run_checks
+
 from tests.conftest import ROOT
 
 
@@ -66,3 +68,17 @@ def test_deploy_checks_pass_with_production_settings(tmp_path: Path):
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_reply_lease_shorter_than_a_provider_call_is_warned_about(settings):
+    settings.LLM_CONNECT_TIMEOUT_SECONDS = 5
+    settings.LLM_TIMEOUT_SECONDS = 60
+    settings.LLM_MAX_RETRIES = 1
+    settings.LLM_REPLY_LEASE_SECONDS = 120
+
+    warnings = [message for message in run_checks() if message.id == "llm.W001"]
+
+    assert len(warnings) == 1
+    assert "130" in warnings[0].msg
+    settings.LLM_REPLY_LEASE_SECONDS = 300
+    assert [message for message in run_checks() if message.id == "llm.W001"] == []
