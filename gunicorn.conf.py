@@ -13,8 +13,9 @@ worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 
-# A reply can take a full LLM read timeout plus retries, and a streamed reply keeps its
-# worker thread busy for as long as the stream lasts; the default 30 s would kill them.
+# With gthread workers this is how long a worker *process* may go without heartbeating
+# before it is killed, not a limit on one request: the process heartbeats while its
+# threads wait on the model, so replies and streams may last longer than this.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # Let in-flight replies finish on deploys instead of cutting streams short.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
