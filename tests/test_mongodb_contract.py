@@ -56,12 +56,14 @@ def child_env(**variables: str) -> dict[str, str]:
 
 def mongodb_env(**variables: str) -> dict[str, str]:
     return child_env(
-        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/chat",
-        MONGODB_SERVER_SELECTION_TIMEOUT_MS="500",
-        MONGODB_SOCKET_TIMEOUT_MS="2000",
-        # Ignored while MONGODB_URI is set; here to prove that MongoDB wins.
-        DATABASE_URL="sqlite:////nonexistent/never-used.sqlite3",
-        **variables,
+        **{
+            "MONGODB_URI": f"mongodb://127.0.0.1:{free_port()}/chat",
+            "MONGODB_SERVER_SELECTION_TIMEOUT_MS": "500",
+            "MONGODB_SOCKET_TIMEOUT_MS": "2000",
+            # Ignored while MONGODB_URI is set; here to prove that MongoDB wins.
+            "DATABASE_URL": "sqlite:////nonexistent/never-used.sqlite3",
+            **variables,
+        }
     )
 
 
@@ -683,3 +685,57 @@ def test_an_unreachable_mongodb_answers_503_in_json_within_seconds():
     assert interactions["retry_after"] == "5"
     assert health["seconds"] < 10
     assert interactions["seconds"] < 10
+
+
+RECOVERY_SCRIPT = """
+import time
+from django.test import Client
+from django.test.utils import setup_test_environment
+from mockupdb import MockupDB
+
+setup_test_environment()
+client = Client()
+
+def status_of(path, **headers):
+    response = client.get(path, **headers)
+    return [response.status_code, response.json()]
+
+down = status_of("/healthz")
+
+# A MongoDB wire-protocol server appears on the port: it answers the handshake, ping and
+# every aggregate with an empty result, which is all that these two requests need.
+server = MockupDB(port=PARAMS["port"], min_wire_version=0, max_wire_version=25, auto_ismaster=True)
+
+def answer(request):
+    if "aggregate" in request.doc:
+        return request.reply(cursor={"id": 0, "firstBatch": [], "ns": "chat." + request.doc["aggregate"]})
+    if "ping" in request.doc or "endSessions" in request.doc:
+        return request.ok()
+    return False
+
+server.autoresponds(answer)
+server.run()
+started = time.monotonic()
+health = status_of("/healthz")
+while health[0] != 200 and time.monotonic() - started < 15:
+    health = status_of("/healthz")
+recovered_after = time.monotonic() - started
+api = status_of("/api/v1/interactions/", HTTP_AUTHORIZATION="Token " + "0" * 40)
+server.stop()
+emit({"down": down, "health": health, "recovered_after": recovered_after, "api": api})
+"""
+
+
+def test_the_service_recovers_by_itself_when_mongodb_comes_back():
+    port = free_port()
+    # mockupdb listens on "localhost"; the URI names the same so both resolve alike.
+    env = mongodb_env(MONGODB_URI=f"mongodb://localhost:{port}/chat", LOG_LEVEL="CRITICAL")
+
+    result = run_django(RECOVERY_SCRIPT, env, port=port)
+
+    assert result["down"] == [503, {"status": "database_unavailable"}]
+    assert result["health"] == [200, {"status": "ok"}]
+    assert result["recovered_after"] < 10, "no restart, and no long wait, once the server is back"
+    # The token was looked up in the database (an aggregate, answered empty): no longer 503.
+    assert result["api"][0] == 401
+    assert result["api"][1]["error"]["code"] == "authentication_failed"
