@@ -161,6 +161,7 @@ PLANS_SCRIPT = """
 import json
 
 from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
 
 from interactions.selectors import interaction_list
 from interactions.services import interaction_create
@@ -195,6 +196,9 @@ def summary(queryset):
     return {"stages": stages, "indexes": indexes, "pipeline": [next(iter(s)) for s in explained.get("stages", [])]}
 
 owner = User.objects.create_user(username="planner")
+token = Token.objects.create(user=owner)
+for n in range(30):
+    Token.objects.create(user=User.objects.create_user(username=f"other{n}"))
 interactions = [interaction_create(owner=owner, title=f"t{n}") for n in range(30)]
 for n in range(30):
     message_create(interaction=interactions[0], role="assistant", content=f"m{n}", idempotency_key=f"k{n}")
@@ -205,6 +209,9 @@ emit({
     "message_page": summary(messages.order_by("created_at", "pk")[:21]),
     # What message_get_by_idempotency_key()'s .first() runs.
     "idempotency_lookup": summary(messages.filter(idempotency_key="k3").order_by("pk")[:1]),
+    # What DRF's TokenAuthentication runs on every request: select_related("user").get(key=...),
+    # which the backend compiles to $lookup, $unwind, then the $match on the key.
+    "token_lookup": summary(Token.objects.select_related("user").filter(key=token.key)[:21]),
 })
 """
 
@@ -229,3 +236,11 @@ def test_list_pages_are_read_along_their_index_without_sorting_in_memory(plans, 
 
 def test_the_idempotency_lookup_uses_the_partial_unique_index(plans):
     assert "message_idempotency_key_unique" in plans["idempotency_lookup"]["indexes"], plans["idempotency_lookup"]
+
+
+def test_the_token_lookup_of_every_request_is_an_index_seek_not_a_join_over_all_tokens(plans):
+    plan = plans["token_lookup"]
+
+    # MongoDB moves the $match on `key` ahead of the $lookup, which does not write `key`.
+    assert "IXSCAN" in plan["stages"], plan
+    assert "COLLSCAN" not in plan["stages"], plan
