@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -24,8 +25,8 @@ class Interaction(models.Model):
         help_text="The role the prompt is sent as.",
     )
     prompt = models.TextField(blank=True, help_text="The system prompt.")
-    temperature = models.FloatField(null=True, blank=True)
-    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    temperature = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    max_tokens = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
     metadata = models.JSONField(default=dict, blank=True)
 
     # Denormalised so that listing never counts or joins messages.
