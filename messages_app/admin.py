@@ -5,7 +5,9 @@ from messages_app.models import Message
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    """Read-only: staff inspect conversations; messages are written only through the API."""
+    """Read-only: staff inspect conversations; messages are written only through the API
+    (deleting one here would leave the interaction's counters and cached pages behind;
+    delete the whole interaction instead)."""
 
     list_display = ["created_at", "interaction", "role", "status", "model", "total_tokens", "latency_ms", "error_code"]
     list_filter = ["role", "status", "error_code"]
@@ -18,4 +20,7 @@ class MessageAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False

@@ -4,7 +4,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from interactions.models import Interaction
-from tests.factories import InteractionFactory
+from messages_app.models import Message
+from tests.factories import InteractionFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +74,11 @@ def test_an_admin_delete_leaves_the_api_list_at_once(staff_client, api, user):
 
 def test_interactions_are_not_created_in_the_admin(staff_client):
     assert staff_client.get("/admin/interactions/interaction/add/").status_code == 403
+
+
+def test_single_messages_are_read_only_in_the_admin(staff_client, user):
+    message = MessageFactory(interaction=InteractionFactory(owner=user))
+
+    assert staff_client.get(f"/admin/messages_app/message/{message.pk}/change/").status_code == 200
+    assert staff_client.post(f"/admin/messages_app/message/{message.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Message.objects.filter(pk=message.pk).exists()
