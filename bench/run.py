@@ -586,42 +586,29 @@ def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
             peak_bytes(lambda: conversation_build(interaction=interaction, history_newest_first=history))
         )
 
-    results = []
-    for size in PROMPT_SIZES[1:]:
-        base, subj, ratio = interleaved(per_call_us(PROMPT_SIZES[0]), per_call_us(size), profile.rounds)
-        results.append(
-            Result(
-                name=f"prompt_build_time_{size}_vs_10",
-                description=f"conversation_build() time per call, {size} vs 10 history messages, default budget",
-                unit="µs/call",
-                baseline_label="10 messages",
-                subject_label=f"{size} messages",
-                baseline=base,
-                subject=subj,
-                ratio=ratio,
-                rounds=profile.rounds,
-                notes={"history_ratio": size / PROMPT_SIZES[0], "messages_kept": kept[size]},
-            )
+    def compare(
+        size: int, kind: str, unit: str, what: str, measure: Callable[[int], Callable[[], float]], rounds: int
+    ) -> Result:
+        base, subj, ratio = interleaved(measure(PROMPT_SIZES[0]), measure(size), rounds)
+        return Result(
+            name=f"prompt_build_{kind}_{size}_vs_10",
+            description=f"conversation_build() {what} per call, {size} vs 10 history messages, default budget",
+            unit=unit,
+            baseline_label="10 messages",
+            subject_label=f"{size} messages",
+            baseline=base,
+            subject=subj,
+            ratio=ratio,
+            rounds=rounds,
+            notes={"history_ratio": size / PROMPT_SIZES[0], "messages_kept": kept[size]},
         )
+
+    results = [compare(size, "time", "µs/call", "time", per_call_us, profile.rounds) for size in PROMPT_SIZES[1:]]
     with tracing():
-        for size in PROMPT_SIZES[1:]:
-            base, subj, ratio = interleaved(
-                per_call_bytes(PROMPT_SIZES[0]), per_call_bytes(size), profile.memory_rounds
-            )
-            results.append(
-                Result(
-                    name=f"prompt_build_peak_memory_{size}_vs_10",
-                    description=f"conversation_build() tracemalloc peak per call, {size} vs 10 history messages",
-                    unit="bytes/call",
-                    baseline_label="10 messages",
-                    subject_label=f"{size} messages",
-                    baseline=base,
-                    subject=subj,
-                    ratio=ratio,
-                    rounds=profile.memory_rounds,
-                    notes={"history_ratio": size / PROMPT_SIZES[0], "messages_kept": kept[size]},
-                )
-            )
+        results += [
+            compare(size, "peak_memory", "bytes/call", "tracemalloc peak", per_call_bytes, profile.memory_rounds)
+            for size in PROMPT_SIZES[1:]
+        ]
     return results
 
 
