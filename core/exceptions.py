@@ -94,17 +94,20 @@ def _validation_response(exc: exceptions.ValidationError) -> Response:
     return Response(body, status=400)
 
 
+def application_error_body(exc: ApplicationError, **extra_details: Any) -> dict[str, Any]:
+    return error_body(
+        message=exc.message,
+        status_code=exc.status_code,
+        code=exc.code,
+        param=exc.param,
+        error_type=exc.error_type,
+        details={**exc.details, **extra_details},
+    )
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        body = error_body(
-            message=exc.message,
-            status_code=exc.status_code,
-            code=exc.code,
-            param=exc.param,
-            error_type=exc.error_type,
-            details=exc.details,
-        )
-        return Response(body, status=exc.status_code, headers=exc.headers)
+        return Response(application_error_body(exc), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body(

@@ -13,7 +13,7 @@ from contextlib import suppress
 from typing import Any
 
 from core.errors import ApplicationError
-from core.exceptions import error_body
+from core.exceptions import application_error_body, error_body
 from llm.services import reply_run
 from messages_app.errors import REPLY_ERROR_STATUS
 from messages_app.models import Message, MessageStatus
@@ -40,12 +40,7 @@ def _reply_events(*, reply: Message, user_message: Message | None) -> Generator[
                 pass
         raise
     except ApplicationError as exc:
-        yield sse(
-            "error",
-            error_body(
-                message=exc.message, status_code=exc.status_code, code=exc.code, details={"status": exc.status_code}
-            ),
-        )
+        yield sse("error", application_error_body(exc, status=exc.status_code))
         return
     reply_data = MessageSerializer(reply).data
     if reply.error_code:
