@@ -22,7 +22,7 @@ from llm.prompts import conversation_build
 from llm.providers import ChatRequest, ProviderError, Usage, provider_get
 from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
 from messages_app.selectors import message_history_newest_first
-from messages_app.services import message_create, message_reply_update
+from messages_app.services import message_create, message_reply_restart, message_reply_update
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +70,7 @@ def reply_retry_start(*, reply: Message) -> Message:
         )
     interaction_reply_slot_claim(interaction_id=reply.interaction_id)
     try:
-        return message_reply_update(
-            reply=reply,
-            content="",
-            status=MessageStatus.IN_PROGRESS,
-            model="",
-            prompt_tokens=None,
-            completion_tokens=None,
-            total_tokens=None,
-            latency_ms=None,
-            time_to_first_token_ms=None,
-            finish_reason="",
-            error_code="",
-            error_message="",
-            retry_after_seconds=None,
-        )
+        return message_reply_restart(reply=reply)
     except Exception:
         interaction_reply_slot_release(interaction_id=reply.interaction_id)
         raise

@@ -102,3 +102,9 @@ def message_reply_update(*, reply: Message, release_reply_slot: bool = False, **
         raise NotFound("The interaction was deleted while its reply was being generated.", code="interaction_deleted")
     interaction_messages_changed(interaction=reply.interaction, release_reply_slot=release_reply_slot)
     return reply
+
+
+def message_reply_restart(*, reply: Message) -> Message:
+    """Clear everything the last attempt recorded and mark the reply `in_progress` again."""
+    cleared = {name: Message._meta.get_field(name).get_default() for name in REPLY_FIELDS}
+    return message_reply_update(reply=reply, **{**cleared, "status": MessageStatus.IN_PROGRESS})
