@@ -106,5 +106,5 @@ def message_reply_update(*, reply: Message, release_reply_slot: bool = False, **
 
 def message_reply_restart(*, reply: Message) -> Message:
     """Clear everything the last attempt recorded and mark the reply `in_progress` again."""
-    cleared = {name: Message._meta.get_field(name).get_default() for name in REPLY_FIELDS}
+    cleared = {field.name: field.get_default() for field in Message._meta.concrete_fields if field.name in REPLY_FIELDS}
     return message_reply_update(reply=reply, **{**cleared, "status": MessageStatus.IN_PROGRESS})
