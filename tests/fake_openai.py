@@ -6,6 +6,8 @@ every request it received.
 """
 
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -25,6 +27,8 @@ class Behaviour:
     empty: bool = False
     # Streaming: stop sending (and close the connection) after this many content chunks.
     break_after_chunks: int | None = None
+    # Streaming: send the headers at once, then nothing for this long before the first token.
+    stall_before_first_token_seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     usage: dict[str, int] | None = field(
         default_factory=lambda: {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -39,6 +43,8 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        # time.monotonic() of each client hang-up noticed while a reply was being sent or awaited.
+        self.hangups: list[float] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -63,6 +69,7 @@ class FakeOpenAIServer:
             self.default = Behaviour()
             self.in_flight = 0
             self.max_in_flight = 0
+            self.hangups.clear()
 
     def then(self, **behaviour: Any) -> "FakeOpenAIServer":
         """Queue the behaviour of the next request; unqueued requests use `default`."""
@@ -96,8 +103,8 @@ class FakeOpenAIServer:
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
                     behaviour = fake._next()
-                    if behaviour.delay_seconds:
-                        time.sleep(behaviour.delay_seconds)
+                    if behaviour.delay_seconds and not self._wait(behaviour.delay_seconds):
+                        return
                     if self.path != "/v1/chat/completions":
                         self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
                     elif behaviour.status != 200:
@@ -115,6 +122,25 @@ class FakeOpenAIServer:
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+
+            def _wait(self, seconds: float) -> bool:
+                """Sleep, watching the connection: False (and the hang-up recorded) if the client closed it."""
+                deadline = time.monotonic() + seconds
+                while (left := deadline - time.monotonic()) > 0:
+                    readable, _, _ = select.select([self.connection], [], [], left)
+                    if not readable:
+                        continue
+                    try:
+                        peeked = self.connection.recv(1, socket.MSG_PEEK)
+                    except OSError:
+                        peeked = b""
+                    if not peeked:
+                        with fake._lock:
+                            fake.hangups.append(time.monotonic())
+                        self.close_connection = True
+                        return False
+                    time.sleep(left)  # The client sent more; it is alive.
+                return True
 
             def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 self._raw(status, json.dumps(payload).encode(), "application/json", headers)
@@ -159,8 +185,13 @@ class FakeOpenAIServer:
                     words[-1] = words[-1].rstrip(" ")
 
                 def send(payload: dict[str, Any]) -> None:
-                    self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-                    self.wfile.flush()
+                    try:
+                        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                        self.wfile.flush()
+                    except OSError:
+                        with fake._lock:
+                            fake.hangups.append(time.monotonic())
+                        raise
 
                 def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
                     return {
@@ -172,12 +203,16 @@ class FakeOpenAIServer:
                     }
 
                 send(chunk({"role": "assistant", "content": ""}))
+                if behaviour.stall_before_first_token_seconds and not self._wait(
+                    behaviour.stall_before_first_token_seconds
+                ):
+                    return
                 for index, word in enumerate(words):
                     if behaviour.break_after_chunks is not None and index >= behaviour.break_after_chunks:
                         self.close_connection = True
                         return
-                    if behaviour.chunk_delay_seconds:
-                        time.sleep(behaviour.chunk_delay_seconds)
+                    if behaviour.chunk_delay_seconds and not self._wait(behaviour.chunk_delay_seconds):
+                        return
                     send(chunk({"content": word}))
                 send(chunk({}, behaviour.finish_reason))
                 if body.get("stream_options", {}).get("include_usage") and behaviour.usage:
