@@ -238,6 +238,34 @@ LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=12_000)
 # (a worker died mid-reply) and may be taken over.
 LLM_REPLY_LEASE_SECONDS = env.int("LLM_REPLY_LEASE_SECONDS", default=300)
 
+# --- Replies the user stays in control of (follow, resume, cancel) ---------------------
+# While a reply is generated its text is stored every LLM_REPLY_PROGRESS_INTERVAL_SECONDS
+# or every LLM_REPLY_PROGRESS_CHARS characters, whichever comes first, but only once it
+# grew by LLM_REPLY_PROGRESS_GROWTH of what is stored, so the characters written per reply
+# stay under (2 + 1/growth) times its length.
+LLM_REPLY_PROGRESS_INTERVAL_SECONDS = env.float("LLM_REPLY_PROGRESS_INTERVAL_SECONDS", default=0.5)
+LLM_REPLY_PROGRESS_CHARS = env.int("LLM_REPLY_PROGRESS_CHARS", default=400)
+LLM_REPLY_PROGRESS_GROWTH = env.float("LLM_REPLY_PROGRESS_GROWTH", default=0.25)
+# How often the process generating replies looks for cancel requests.
+LLM_REPLY_CANCEL_POLL_SECONDS = env.float("LLM_REPLY_CANCEL_POLL_SECONDS", default=0.25)
+# Redis carrying live text to followers (Redis Streams); defaults to REDIS_URL; empty: followers
+# read the stored progress.
+REPLY_RELAY_REDIS_URL = env.str("REPLY_RELAY_REDIS_URL", default=REDIS_URL)
+REPLY_RELAY_MAX_ENTRIES = env.int("REPLY_RELAY_MAX_ENTRIES", default=2000)
+REPLY_RELAY_TTL_SECONDS = env.int("REPLY_RELAY_TTL_SECONDS", default=900)
+REPLY_RELAY_SOCKET_TIMEOUT_SECONDS = env.float("REPLY_RELAY_SOCKET_TIMEOUT_SECONDS", default=0.5)
+REPLY_RELAY_BREAKER_SECONDS = env.float("REPLY_RELAY_BREAKER_SECONDS", default=10.0)
+REPLY_RELAY_QUEUE_MAX = env.int("REPLY_RELAY_QUEUE_MAX", default=10_000)
+REPLY_RELAY_MAX_CONNECTIONS = env.int("REPLY_RELAY_MAX_CONNECTIONS", default=500)
+# Followers: how long one wait for new text lasts, how often the stored reply is polled
+# without the relay, the heartbeat comment and the reconnection delay suggested to clients.
+REPLY_STREAM_WAIT_SECONDS = env.float("REPLY_STREAM_WAIT_SECONDS", default=1.0)
+REPLY_STREAM_POLL_SECONDS = env.float("REPLY_STREAM_POLL_SECONDS", default=0.5)
+REPLY_STREAM_HEARTBEAT_SECONDS = env.float("REPLY_STREAM_HEARTBEAT_SECONDS", default=15.0)
+REPLY_STREAM_RETRY_MS = env.int("REPLY_STREAM_RETRY_MS", default=2000)
+REPLY_FOLLOWERS_PER_USER = env.int("REPLY_FOLLOWERS_PER_USER", default=10)
+REPLY_STREAM_TICKET_SECONDS = env.int("REPLY_STREAM_TICKET_SECONDS", default=60)
+
 # --- Security (production) ------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)

@@ -42,6 +42,7 @@ def hermetic_settings(settings):  # type: ignore[no-untyped-def]
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
+    settings.REPLY_RELAY_REDIS_URL = ""
     # Static files as found in the apps, whether or not collectstatic ran in this checkout.
     settings.STORAGES = {
         **settings.STORAGES,
