@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import openai
 from django.conf import settings
 
+from llm.cancellation import cancellable_http_client
 from messages_app.models import ReplyErrorCode
 
 OFFLINE_MODEL_NAME = "offline-provider"
@@ -76,6 +77,8 @@ class OpenAICompatibleProvider:
             base_url=base_url or None,
             timeout=openai.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS),
             max_retries=settings.LLM_MAX_RETRIES,
+            # Connections that a cancel request can cut while a call reads them (llm/cancellation.py).
+            http_client=cancellable_http_client(),
         )
 
     def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatChunk]:

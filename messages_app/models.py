@@ -46,6 +46,9 @@ class Message(models.Model):
     retry_after_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Rate-limited replies: the seconds the provider asked us to wait."
     )
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the user asked to stop this reply while it was being generated."
+    )
 
     # Null when the client sent no Idempotency-Key; unique per interaction otherwise.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 (NULLs stay out of the unique index)
@@ -80,3 +83,4 @@ class ReplyErrorCode(models.TextChoices):
     UPSTREAM_BAD_RESPONSE = "upstream_bad_response", "the provider's answer could not be used"
     STREAM_INTERRUPTED = "stream_interrupted", "the provider's stream broke off"
     INTERNAL_ERROR = "internal_error", "the server failed while generating"
+    CANCELLED = "cancelled", "the user stopped the reply"

@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 
 from core.errors import NotFound
 from interactions.models import Interaction
-from messages_app.models import Message, MessageRole
+from messages_app.models import Message, MessageRole, MessageStatus
 
 # About what one default prompt budget holds; more rows are read only if the budget asks.
 HISTORY_CHUNK_SIZE = 100
@@ -47,4 +47,13 @@ def message_history_newest_first(*, interaction: Interaction, up_to: Message) ->
         .only("id", "role", "content", "status")
         .order_by("-created_at", "-id")
         .iterator(chunk_size=HISTORY_CHUNK_SIZE)
+    )
+
+
+def message_cancel_requested_ids(*, message_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Of these replies, the ones still being generated that the user asked to stop."""
+    return list(
+        Message.objects.filter(
+            pk__in=message_ids, status=MessageStatus.IN_PROGRESS, cancel_requested_at__isnull=False
+        ).values_list("pk", flat=True)
     )

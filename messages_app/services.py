@@ -26,6 +26,7 @@ REPLY_FIELDS = (
     "error_code",
     "error_message",
     "retry_after_seconds",
+    "cancel_requested_at",
 )
 
 
