@@ -54,3 +54,13 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# Request limits, set on purpose (gunicorn answers these itself, in its own HTML, before
+# Django sees the request). The request line may be as long as gunicorn allows (8190 bytes,
+# its maximum), so that an over-long id or query value reaches the app and is answered 400
+# in the API's JSON envelope; only a request line over 8190 bytes gets gunicorn's
+# "414 URI Too Long". More than 100 header fields, or one over 8190 bytes, get its 431/400.
+limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))
+limit_request_fields = int(os.environ.get("GUNICORN_LIMIT_REQUEST_FIELDS", "100"))
+limit_request_field_size = int(os.environ.get("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", "8190"))

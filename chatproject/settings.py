@@ -59,6 +59,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "core.middleware.RequestBodyLimitMiddleware",
+    "core.middleware.ApiPathMiddleware",
+    "core.middleware.ApiInputMiddleware",
     "core.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -175,6 +177,9 @@ WHITENOISE_USE_FINDERS = not _COLLECTED
 # --- Request limits -------------------------------------------------------------------
 REQUEST_BODY_MAX_BYTES = env.int("REQUEST_BODY_MAX_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+# An over-limit body up to this size is read and dropped before the 413, so the connection
+# stays usable for the client's next request (core.middleware.RequestBodyLimitMiddleware).
+REQUEST_BODY_DRAIN_MAX_BYTES = env.int("REQUEST_BODY_DRAIN_MAX_BYTES", default=4 * REQUEST_BODY_MAX_BYTES)
 MESSAGE_CONTENT_MAX_CHARS = env.int("MESSAGE_CONTENT_MAX_CHARS", default=32_000)
 INTERACTION_PROMPT_MAX_CHARS = env.int("INTERACTION_PROMPT_MAX_CHARS", default=32_000)
 
@@ -186,10 +191,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        "core.renderers.SafeJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON only, nesting and strings checked before anything is stored (core.parsers).
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     # Cache errors are caught where the cache is used (core.cache), so that they are counted.

@@ -42,7 +42,9 @@ class ListPagination(BasePagination):
     """Views set `list_sort_field` (a model field) and `list_default_order`."""
 
     def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> list[Any]:
-        params = ListParamsSerializer(data=request.query_params)
+        # A plain dict, so that an empty `?after=` is validated (and refused) rather than
+        # taken for an absent parameter, as DRF does with form-style input.
+        params = ListParamsSerializer(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
         limit: int = params.validated_data["limit"]
         sort_field: str = view.list_sort_field

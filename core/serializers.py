@@ -3,6 +3,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.text import printable
+
 
 class StrictInputSerializer(serializers.Serializer):
     """Rejects fields the client may not set, instead of silently ignoring them."""
@@ -24,7 +26,8 @@ def parse_id(value: str, *, param: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise serializers.ValidationError({param: [f"“{value}” is not a valid id."]}, code="invalid_id") from None
+        shown = printable(str(value), max_chars=40)
+        raise serializers.ValidationError({param: [f"“{shown}” is not a valid id."]}, code="invalid_id") from None
 
 
 class StrictCharField(serializers.CharField):

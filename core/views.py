@@ -9,12 +9,12 @@ from drf_spectacular.views import SpectacularRedocView
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.database import is_database_unavailable
 from core.exceptions import error_body
+from core.parsers import SafeJSONParser
 from core.throttling import FailOpenAnonRateThrottle
 
 
@@ -89,7 +89,7 @@ def health(request: Request) -> Response:
 class TokenObtainView(ObtainAuthToken):
     """Exchange a username and password for the API token (`Authorization: Token <key>`)."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
     throttle_classes = [FailOpenAnonRateThrottle]
 
 
