@@ -7,15 +7,26 @@ import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 
-# Requests spend most of their time waiting on the model provider, so threads (cheap to
-# park on I/O) carry the concurrency and a few processes give crash isolation.
-worker_class = "gthread"
+# A request spends its life waiting on the model provider, so the worker is an event
+# loop: gevent (the worker monkey-patches the standard library before Django is loaded)
+# parks a waiting request in a greenlet that costs a few kilobytes, where a thread costs
+# a thread. The code stays synchronous. chatproject.gunicorn_worker adds one thing to
+# gunicorn's gevent worker: a client connection's database connection is closed when the
+# client goes, so open database connections never outnumber open client connections.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "chatproject.gunicorn_worker.GeventWorker")
+# Processes: one per core uses the CPU; more than one also isolates crashes.
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# In-flight capacity per instance is workers × worker_connections (each open client
+# connection, idle keep-alive ones included, holds one slot). A reply in flight also holds
+# a database connection and, when it reaches the provider, an upstream connection
+# (LLM_MAX_CONCURRENT_CALLS per worker bounds those).
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "500"))
+# Only for GUNICORN_WORKER_CLASS=gthread.
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 
-# With gthread workers this is how long a worker *process* may go without heartbeating
-# before it is killed, not a limit on one request: the process heartbeats while its
-# threads wait on the model, so replies and streams may last longer than this.
+# How long a worker *process* may go without heartbeating before it is killed, not a
+# limit on one request: the process heartbeats while its requests wait on the model, so
+# replies and streams may last longer than this.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # Let in-flight replies finish on deploys instead of cutting streams short.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
@@ -23,10 +34,14 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # closes a connection the balancer is about to reuse (which shows up as 502s).
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 
-# Recycle workers now and then to bound slow memory growth; jitter keeps them from all
-# restarting at once.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "100"))
+# Worker recycling is off (0). A recycled worker stops accepting, drains for at most
+# graceful_timeout and abandons the replies still running after that, and its
+# replacement starts with an empty local-memory cache: at 1000 requests that happened
+# every second under load and made the cheapest view 3× slower. The benchmark's long
+# run shows no memory or file-descriptor growth to bound. Set it (with jitter) only to
+# contain a leak you have measured.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 
 # Containers log to stdout/stderr.
 accesslog = "-"
@@ -41,6 +56,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 # Several worker processes each count their own metrics; prometheus_client's multiprocess
 # mode (django-prometheus honours PROMETHEUS_MULTIPROC_DIR) sums them at scrape time.
 def on_starting(server):  # type: ignore[no-untyped-def]
+    _raise_open_files_limit()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         import shutil
@@ -64,3 +80,17 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))
 limit_request_fields = int(os.environ.get("GUNICORN_LIMIT_REQUEST_FIELDS", "100"))
 limit_request_field_size = int(os.environ.get("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", "8190"))
+
+
+def _raise_open_files_limit() -> None:
+    """Let the workers (they inherit it) open as many files as the hard limit allows.
+
+    A reply in flight holds its client socket, a database connection (a SQLite connection
+    is three files: the database, its WAL and its shared-memory index) and an upstream
+    socket: 500 connections per worker need more than the usual soft limit of 1024.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -118,8 +118,29 @@ if USE_MONGODB:
     }
 else:
     DATABASES = {
-        "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        "default": {
+            **env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+            # Kept open across requests (the gevent worker closes a client connection's
+            # database connection when the client goes, see chatproject/gunicorn_worker.py),
+            # and checked before reuse after an error.
+            "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE_SECONDS", default=600),
+            "CONN_HEALTH_CHECKS": True,
+        }
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        DATABASES["default"]["OPTIONS"] = {
+            # WAL: readers never wait for the writer. synchronous=NORMAL: a commit is not
+            # fsynced (WAL stays consistent; a power cut may lose the last commits, a
+            # crashed process loses nothing).
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            # How long a write waits for another connection's write lock before failing
+            # with "database is locked". Writes here are single statements of well under a
+            # millisecond; the wait blocks the whole gevent worker, so keep it short.
+            "timeout": env.float("SQLITE_BUSY_TIMEOUT_SECONDS", default=2.0),
+            # Atomic blocks take the write lock up front instead of failing on upgrade.
+            "transaction_mode": "IMMEDIATE",
+            **DATABASES["default"].get("OPTIONS", {}),
+        }
     DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------
@@ -238,6 +259,9 @@ LLM_DEFAULT_MODEL = env.str("LLM_DEFAULT_MODEL", default="gpt-4o-mini")
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
 LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=1)
+# Calls to the provider in flight at once per worker process (its connection pool's size);
+# more wait for a free connection. Per instance: GUNICORN_WORKERS times this.
+LLM_MAX_CONCURRENT_CALLS = env.int("LLM_MAX_CONCURRENT_CALLS", default=250)
 LLM_MAX_OUTPUT_TOKENS = env.int("LLM_MAX_OUTPUT_TOKENS", default=4096)
 LLM_HISTORY_TOKEN_BUDGET = env.int("LLM_HISTORY_TOKEN_BUDGET", default=12_000)
 # A claim on an interaction's reply slot older than this is considered abandoned

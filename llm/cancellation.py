@@ -221,9 +221,9 @@ class CancellableBackend(httpcore2.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def cancellable_http_client() -> httpx2.Client:
-    """The provider's HTTP client: the SDK's defaults, on connections a cancel can cut."""
-    limits = openai._constants.DEFAULT_CONNECTION_LIMITS
+def cancellable_http_client(*, max_connections: int) -> httpx2.Client:
+    """The provider's HTTP client: the SDK's defaults but at most `max_connections`, on connections a cancel can cut."""
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     transport = httpx2.HTTPTransport(limits=limits)
     # httpx2 does not take a network backend; the pool it built is replaced by one that has ours.
     transport._pool = httpcore2.ConnectionPool(

@@ -70,7 +70,7 @@ class ChatProvider(Protocol):
 class OpenAICompatibleProvider:
     name = "openai"
 
-    def __init__(self, *, api_key: str, base_url: str | None) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None, max_concurrent_calls: int) -> None:
         self.client = openai.OpenAI(
             # Local servers (Ollama, vLLM, llama.cpp) ignore the key but the SDK wants one.
             api_key=api_key or "not-needed",
@@ -78,7 +78,11 @@ class OpenAICompatibleProvider:
             timeout=openai.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS),
             max_retries=settings.LLM_MAX_RETRIES,
             # Connections that a cancel request can cut while a call reads them (llm/cancellation.py).
-            http_client=cancellable_http_client(),
+            # One call holds one connection of this pool until its reply (or stream) ends, so
+            # the pool's size bounds this process's calls in flight: a burst beyond it waits
+            # for a free connection (at most the read timeout, then upstream_timeout)
+            # instead of opening ever more connections to the provider.
+            http_client=cancellable_http_client(max_connections=max_concurrent_calls),
         )
 
     def chat(self, request: ChatRequest, *, stream: bool) -> Iterator[ChatChunk]:
@@ -218,17 +222,19 @@ def _short(text: str, limit: int = 300) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _provider(choice: str, api_key: str, base_url: str, timeout: float, connect: float, retries: int) -> ChatProvider:
+def _provider(
+    choice: str, api_key: str, base_url: str, timeout: float, connect: float, retries: int, max_concurrent_calls: int
+) -> ChatProvider:
     configured = bool(api_key or base_url)
     if choice == "offline" or (choice == "auto" and not configured):
         return OfflineProvider()
     if choice in ("openai", "auto"):
-        return OpenAICompatibleProvider(api_key=api_key, base_url=base_url)
+        return OpenAICompatibleProvider(api_key=api_key, base_url=base_url, max_concurrent_calls=max_concurrent_calls)
     raise ValueError(f"LLM_PROVIDER must be auto, openai or offline, not {choice!r}")
 
 
 def provider_get() -> ChatProvider:
-    """The configured provider, built once per configuration (its HTTP client pools connections)."""
+    """The configured provider, built once per configuration and process (its HTTP client pools connections)."""
     return _provider(
         settings.LLM_PROVIDER,
         settings.OPENAI_API_KEY,
@@ -236,4 +242,5 @@ def provider_get() -> ChatProvider:
         settings.LLM_TIMEOUT_SECONDS,
         settings.LLM_CONNECT_TIMEOUT_SECONDS,
         settings.LLM_MAX_RETRIES,
+        settings.LLM_MAX_CONCURRENT_CALLS,
     )

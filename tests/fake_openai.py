@@ -45,6 +45,9 @@ class FakeOpenAIServer:
         self.max_in_flight = 0
         # time.monotonic() of each client hang-up noticed while a reply was being sent or awaited.
         self.hangups: list[float] = []
+        # While set and not yet opened, requests wait here (at most 30 s) before answering:
+        # a test can see how many were in flight at once, without timing anything.
+        self.gate: threading.Event | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -70,11 +73,19 @@ class FakeOpenAIServer:
             self.in_flight = 0
             self.max_in_flight = 0
             self.hangups.clear()
+            self.gate = None
 
     def then(self, **behaviour: Any) -> "FakeOpenAIServer":
         """Queue the behaviour of the next request; unqueued requests use `default`."""
         self._queue.append(Behaviour(**behaviour))
         return self
+
+    def wait_for_in_flight(self, count: int, timeout: float = 30.0) -> int:
+        """How many requests are in flight once `count` are, or when `timeout` has passed."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.in_flight
 
     @property
     def last_request(self) -> dict[str, Any]:
@@ -102,6 +113,8 @@ class FakeOpenAIServer:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
+                    if fake.gate is not None:
+                        fake.gate.wait(timeout=30)
                     behaviour = fake._next()
                     if behaviour.delay_seconds and not self._wait(behaviour.delay_seconds):
                         return
