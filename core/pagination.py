@@ -33,9 +33,18 @@ class ListParamsSerializer(serializers.Serializer):
         return attrs
 
 
-def _keyset_filter(sort_field: str, value: Any, pk: Any, *, forward: bool) -> Q:
+def keyset_filter(sort_field: str, value: Any, pk: Any, *, forward: bool) -> Q:
+    """The rows after (sort value, pk) in the walking direction.
+
+    The tie-break alone, `sort > v OR (sort = v AND pk > p)`, is an OR that neither SQLite
+    nor MongoDB turns into a range: they read every row of the list from its start and
+    filter (an `after=` poll on 100,000 messages read them all). The same condition
+    behind a plain `sort >= v` bound starts the index scan at v, so a page costs the same
+    however long the list.
+    """
     op = "gt" if forward else "lt"
-    return Q(**{f"{sort_field}__{op}": value}) | Q(**{sort_field: value, f"pk__{op}": pk})
+    bound = Q(**{f"{sort_field}__{op}e": value})
+    return bound & (Q(**{f"{sort_field}__{op}": value}) | Q(**{sort_field: value, f"pk__{op}": pk}))
 
 
 class ListPagination(BasePagination):
@@ -62,7 +71,7 @@ class ListPagination(BasePagination):
                 param = "after" if after else "before"
                 raise serializers.ValidationError({param: f"No object with id {cursor} in this list."})
             queryset = queryset.filter(
-                _keyset_filter(sort_field, anchor[sort_field], anchor["pk"], forward=walk_ascending)
+                keyset_filter(sort_field, anchor[sort_field], anchor["pk"], forward=walk_ascending)
             )
         prefix = "" if walk_ascending else "-"
         rows: list[Model] = list(queryset.order_by(f"{prefix}{sort_field}", f"{prefix}pk")[: limit + 1])

@@ -163,6 +163,7 @@ import json
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
+from core.pagination import keyset_filter
 from interactions.selectors import interaction_list
 from interactions.services import interaction_create
 from messages_app.selectors import message_list
@@ -181,11 +182,12 @@ def winning_plans(node):
 
 def summary(queryset):
     explained = json.loads(queryset.explain())
-    stages, indexes = [], []
+    stages, indexes, bounds = [], [], []
     def visit(node):
         if isinstance(node, dict):
             stages.extend([node["stage"]] if "stage" in node else [])
             indexes.extend([node["indexName"]] if "indexName" in node else [])
+            bounds.extend([node["indexBounds"]] if "indexBounds" in node else [])
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):
@@ -193,7 +195,12 @@ def summary(queryset):
                 visit(item)
     for plan in winning_plans(explained):
         visit(plan)
-    return {"stages": stages, "indexes": indexes, "pipeline": [next(iter(s)) for s in explained.get("stages", [])]}
+    return {
+        "stages": stages,
+        "indexes": indexes,
+        "bounds": bounds,
+        "pipeline": [next(iter(s)) for s in explained.get("stages", [])],
+    }
 
 owner = User.objects.create_user(username="planner")
 token = Token.objects.create(user=owner)
@@ -203,7 +210,21 @@ interactions = [interaction_create(owner=owner, title=f"t{n}") for n in range(30
 for n in range(30):
     message_create(interaction=interactions[0], role="assistant", content=f"m{n}", idempotency_key=f"k{n}")
 messages = message_list(interaction=interactions[0])
+# A cursor in the middle of each list, filtered as core.pagination's `after` does.
+message_cursor = list(messages.order_by("created_at", "pk"))[15]
+interaction_cursor = list(interaction_list(owner=owner).order_by("-last_activity_at", "-pk"))[15]
 emit({
+    "message_page_after_cursor": summary(
+        messages.filter(keyset_filter("created_at", message_cursor.created_at, message_cursor.pk, forward=True))
+        .order_by("created_at", "pk")[:21]
+    ),
+    "interaction_page_after_cursor": summary(
+        interaction_list(owner=owner)
+        .filter(
+            keyset_filter("last_activity_at", interaction_cursor.last_activity_at, interaction_cursor.pk, forward=False)
+        )
+        .order_by("-last_activity_at", "-pk")[:21]
+    ),
     # The querysets core.pagination.ListPagination runs (see the contract tests).
     "interaction_page": summary(interaction_list(owner=owner).order_by("-last_activity_at", "-pk")[:21]),
     "message_page": summary(messages.order_by("created_at", "pk")[:21]),
@@ -232,6 +253,27 @@ def test_list_pages_are_read_along_their_index_without_sorting_in_memory(plans, 
     assert "IXSCAN" in plan["stages"], plan
     assert "SORT" not in plan["stages"], f"blocking sort: {plan}"
     assert "$sort" not in plan["pipeline"], f"the $sort stayed in the pipeline: {plan}"
+
+
+@pytest.mark.parametrize(
+    ("query", "index", "sort_field"),
+    [
+        ("interaction_page_after_cursor", "interaction_owner_activity", "last_activity_at"),
+        ("message_page_after_cursor", "message_interaction_time", "created_at"),
+    ],
+)
+def test_a_cursor_page_seeks_its_index_to_the_cursor_instead_of_scanning_from_the_start(
+    plans, query, index, sort_field
+):
+    plan = plans[query]
+    scans = [bounds for name, bounds in zip(plan["indexes"], plan["bounds"], strict=True) if name == index]
+
+    assert scans, plan
+    assert "SORT" not in plan["stages"], f"blocking sort: {plan}"
+    # The scan is bounded on the sort field at the cursor (one side open), not [MinKey, MaxKey].
+    for bounds in scans:
+        assert bounds[sort_field] != ["[MinKey, MaxKey]"], plan
+        assert len(bounds[sort_field]) == 1, plan
 
 
 def test_the_idempotency_lookup_uses_the_partial_unique_index(plans):
