@@ -44,8 +44,10 @@ USER 10001:10001
 
 EXPOSE 8000
 
-# Slim images have no curl; urlopen raises (non-zero exit) on connection errors and on
-# the 503 that /healthz returns when the database is unreachable.
+# Liveness: /healthz checks only that the process answers, so that an outage of the
+# database or cache never gets healthy containers restarted in a loop (readiness,
+# /readyz, is for load balancers; docker-compose.yml uses it for the app service).
+# Slim images have no curl; urlopen raises (non-zero exit) on connection errors.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=4)"]
 

@@ -4,9 +4,12 @@ Without any environment the service runs on embedded defaults: SQLite, local-mem
 cache and the offline reply provider. Production values come only from the environment.
 """
 
+import logging
 from pathlib import Path
 
 import environ
+
+from core.logs import logging_config, structlog_configure
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,6 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "django_structlog",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -56,6 +60,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Request id, the request's log context and the access line: before everything that logs.
+    "core.middleware.RequestIdMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+    "core.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "core.middleware.RequestBodyLimitMiddleware",
@@ -300,7 +308,7 @@ REPLY_STREAM_TICKET_SECONDS = env.int("REPLY_STREAM_TICKET_SECONDS", default=60)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 # Health checks and the metrics scrape come over plain HTTP from inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
@@ -311,11 +319,24 @@ X_FRAME_OPTIONS = "DENY"
 
 CSRF_FAILURE_VIEW = "core.views.csrf_failure"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django_redis": {"level": "WARNING"}},
-}
+# --- Health ---------------------------------------------------------------------------
+# /readyz answers 503 while the cache is down unless the cache is declared optional (the
+# service does run without it: every cache error is skipped, counted and logged).
+READINESS_CACHE_OPTIONAL = env.bool("READINESS_CACHE_OPTIONAL", default=False)
+
+# --- Logs -----------------------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line; console: key=value lines. Every line of a
+# request carries its request_id (X-Request-ID, validated, or generated) and user_id.
+LOG_FORMAT = env.str("LOG_FORMAT", default="console")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+structlog_configure()
+# core.middleware.RequestIdMiddleware validates the header before django-structlog reads it.
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
+# django-structlog's own request_started/finished lines are left to DEBUG: the access line
+# (core.middleware.AccessLogMiddleware) is the one line per request. request_failed (with
+# the traceback) stays an ERROR.
+DJANGO_STRUCTLOG_STATUS_DEFAULT_LOG_LEVEL = logging.DEBUG
+DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = logging.DEBUG
+DJANGO_STRUCTLOG_STATUS_5XX_LOG_LEVEL = logging.DEBUG

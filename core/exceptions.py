@@ -8,6 +8,7 @@ Field errors name the field in `param` and carry every field's messages in `deta
 import logging
 from typing import Any
 
+import structlog
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions
@@ -53,14 +54,22 @@ def error_body(
         "param": param,
         "code": code,
     }
+    if status_code >= 500:
+        # Server-side failures name the request, so that a client's report finds its log lines.
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id:
+            details = {**(details or {}), "request_id": request_id}
     if details:
         error["details"] = details
     return {"error": error}
 
 
-DATABASE_UNAVAILABLE_BODY = error_body(
-    message="The database is unavailable. Try again shortly.", status_code=503, code="database_unavailable"
-)
+def database_unavailable_body() -> dict[str, Any]:
+    return error_body(
+        message="The database is unavailable. Try again shortly.", status_code=503, code="database_unavailable"
+    )
+
+
 DATABASE_UNAVAILABLE_HEADERS = {"Retry-After": "5"}
 
 
@@ -119,7 +128,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     if is_database_unavailable(exc):
         logger.exception("Database error while handling %s", context.get("request"))
-        return Response(DATABASE_UNAVAILABLE_BODY, status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
+        return Response(database_unavailable_body(), status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -1,13 +1,17 @@
 import logging
 import re
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
+import structlog
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import is_valid_path
 
 from core.database import is_database_unavailable
-from core.exceptions import DATABASE_UNAVAILABLE_BODY, DATABASE_UNAVAILABLE_HEADERS, error_body
+from core.exceptions import DATABASE_UNAVAILABLE_HEADERS, database_unavailable_body, error_body
 from core.text import printable
 
 API_PREFIX = "/api/"
@@ -19,6 +23,147 @@ QUERY_VALUE_MAX_CHARS = 200
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 logger = logging.getLogger(__name__)
+access_logger = structlog.get_logger("chat.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids from a proxy or a client are kept when they look like ids (uuids, trace ids), up to
+# 128 characters; anything else is replaced, so that a log line can never be forged or
+# bloated through this header.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The validated id sent by the client or a proxy, or a new one."""
+    if header and REQUEST_ID_PATTERN.fullmatch(header):
+        return header
+    return str(uuid.uuid4())
+
+
+class RequestIdMiddleware:
+    """Give every request an id: the client's `X-Request-ID` if valid, else a new one.
+
+    Runs before django-structlog's RequestMiddleware (which trusts the header it finds,
+    DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID) and puts the validated id in its place;
+    django-structlog then binds it to every log line of the request. The response echoes it.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
+        request.META["HTTP_X_REQUEST_ID"] = request_id
+        # request.headers is cached on first access; drop it so it shows the validated id.
+        request.__dict__.pop("headers", None)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+class AccessLogMiddleware:
+    """One access line per request: method, route, status, user id, duration.
+
+    Sits inside django-structlog's RequestMiddleware, so the request's context is bound.
+    A streamed response is logged when the stream ends (its duration includes sending it),
+    and its chunks and its closing run with the request's context bound again: lines
+    written while the reply is generated, after this middleware returned, carry the id.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.monotonic()
+        response = self.get_response(request)
+        user_id = _user_id(request)
+        structlog.contextvars.bind_contextvars(user_id=user_id)
+        fields = {
+            "method": request.method,
+            "route": _route(request),
+            "status": response.status_code,
+            "user_id": user_id,
+        }
+        if isinstance(response, StreamingHttpResponse) and not response.is_async:
+            _observe_stream(response, fields=fields, started=started)
+        else:
+            _log_access(fields, started=started, streamed=False)
+        return response
+
+
+def _user_id(request: HttpRequest) -> str | None:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    return str(user.pk)
+
+
+def _route(request: HttpRequest) -> str:
+    match = request.resolver_match
+    if match is None:
+        return "<unmatched>"
+    return match.view_name or match.route
+
+
+def _log_access(fields: dict[str, Any], *, started: float, streamed: bool, **extra: Any) -> None:
+    access_logger.info(
+        "request", **fields, duration_ms=round((time.monotonic() - started) * 1000, 1), streamed=streamed, **extra
+    )
+
+
+def _observe_stream(response: StreamingHttpResponse, *, fields: dict[str, Any], started: float) -> None:
+    # Django closes a streamed response's resources (the reply stream finishes the reply
+    # when the client went away) in response.close(), after every middleware returned.
+    # They are taken over here, so that they run with the request's context bound.
+    resource_closers: list[Callable[[], None]] = response._resource_closers  # type: ignore[attr-defined]
+    closers = list(resource_closers)
+    resource_closers.clear()
+    response.streaming_content = _ObservedStream(
+        iter(cast(Iterator[bytes], response.streaming_content)),
+        closers=closers,
+        context=structlog.contextvars.get_contextvars(),
+        on_close=lambda completed: _log_access(fields, started=started, streamed=True, stream_completed=completed),
+    )
+
+
+class _ObservedStream:
+    """A response stream whose iteration and closing run with `context` bound."""
+
+    def __init__(
+        self,
+        content: Iterator[bytes],
+        *,
+        closers: list[Callable[[], None]],
+        context: dict[str, Any],
+        on_close: Callable[[bool], None],
+    ) -> None:
+        self._content = content
+        self._closers = closers
+        self._context = context
+        self._on_close = on_close
+        self._completed = False
+        self._closed = False
+
+    def __iter__(self) -> "_ObservedStream":
+        return self
+
+    def __next__(self) -> bytes:
+        with structlog.contextvars.bound_contextvars(**self._context):
+            try:
+                return next(self._content)
+            except StopIteration:
+                self._completed = True
+                raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with structlog.contextvars.bound_contextvars(**self._context):
+            try:
+                for close in self._closers:
+                    close()
+            finally:
+                self._on_close(self._completed)
 
 
 class RequestBodyLimitMiddleware:
@@ -70,7 +215,7 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if is_database_unavailable(exception):
             logger.exception("Database unavailable while handling %s", request.path)
-            return JsonResponse(DATABASE_UNAVAILABLE_BODY, status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
+            return JsonResponse(database_unavailable_body(), status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
         return None
 
 

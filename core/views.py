@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from drf_spectacular.views import SpectacularRedocView
@@ -12,10 +11,12 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.database import is_database_unavailable
 from core.exceptions import error_body
 from core.parsers import SafeJSONParser
+from core.health import READY_VALUES, readiness_checks
 from core.throttling import FailOpenAnonRateThrottle
+
+NEVER_CACHE = {"Cache-Control": "no-store"}
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
@@ -59,11 +60,10 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
 
 @extend_schema(
     operation_id="health",
+    summary="Liveness: the process answers",
+    description="Checks nothing else (no database, no cache): a dependency outage must not get the process restarted.",
     tags=["health"],
-    responses={
-        200: inline_serializer("Health", {"status": serializers.CharField()}),
-        503: inline_serializer("HealthUnavailable", {"status": serializers.CharField()}),
-    },
+    responses={200: inline_serializer("Health", {"status": serializers.CharField()})},
     auth=[],
 )
 @api_view(["GET"])
@@ -71,16 +71,44 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
 @permission_classes([])
 @throttle_classes([])
 def health(request: Request) -> Response:
-    """Liveness and database readiness, for load balancers and container health checks."""
-    try:
-        connection.ensure_connection()
-        if connection.vendor == "mongodb":
-            connection.connection.admin.command("ping")
-    except Exception as exc:
-        if not is_database_unavailable(exc):
-            raise
-        return Response({"status": "database_unavailable"}, status=503)
-    return Response({"status": "ok"})
+    """Liveness, for container health checks and orchestrators' liveness probes."""
+    return Response({"status": "ok"}, headers=NEVER_CACHE)
+
+
+@extend_schema(
+    operation_id="ready",
+    summary="Readiness: the database, the cache and the model provider",
+    description=(
+        "`status` is `ready` (200) or `not_ready` (503); `checks` says `ok`, `unavailable`, "
+        "`optional_unavailable` (the cache is down and READINESS_CACHE_OPTIONAL is set) or "
+        "`not_configured` for each of `database`, `cache` and `provider`."
+    ),
+    tags=["health"],
+    responses={
+        200: inline_serializer(
+            "Readiness",
+            {"status": serializers.CharField(), "checks": serializers.DictField(child=serializers.CharField())},
+        ),
+        503: inline_serializer(
+            "ReadinessUnavailable",
+            {"status": serializers.CharField(), "checks": serializers.DictField(child=serializers.CharField())},
+        ),
+    },
+    auth=[],
+)
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+@throttle_classes([])
+def ready(request: Request) -> Response:
+    """Readiness, for load balancers: send traffic only when every dependency answers."""
+    checks = readiness_checks()
+    is_ready = all(value in READY_VALUES for value in checks.values())
+    return Response(
+        {"status": "ready" if is_ready else "not_ready", "checks": checks},
+        status=200 if is_ready else 503,
+        headers=NEVER_CACHE,
+    )
 
 
 @extend_schema_view(

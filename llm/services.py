@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+import structlog
 from django.conf import settings
 
 from core.errors import Conflict
@@ -25,6 +26,8 @@ from messages_app.selectors import message_history_newest_first
 from messages_app.services import message_create, message_reply_restart, message_reply_update
 
 logger = logging.getLogger(__name__)
+# The provider-call line: ids, counts and timings, never the text.
+reply_logger = structlog.get_logger("llm.reply")
 
 RETRYABLE_STATUSES = (MessageStatus.FAILED, MessageStatus.INCOMPLETE)
 
@@ -156,6 +159,20 @@ def reply_run(*, reply: Message, stream: bool) -> Iterator[str]:
         except BaseException:
             interaction_reply_slot_release(interaction_id=reply.interaction_id)
             raise
+        reply_logger.info(
+            "provider_call",
+            provider=provider.name,
+            model=model,
+            interaction_id=str(reply.interaction_id),
+            reply_id=str(reply.pk),
+            stream=stream,
+            status=str(status),
+            error_code=str(error.code) if error else "",
+            latency_ms=round(latency * 1000),
+            time_to_first_token_ms=round(time_to_first_token * 1000) if time_to_first_token is not None else None,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
         _reply_observe(
             provider_name=provider.name,
             status=status,

@@ -158,7 +158,11 @@ def test_provider_failures_store_a_failed_reply_and_answer_a_clear_error(
     assert reply.status == MessageStatus.FAILED
     assert reply.error_code == code
     assert reply.error_message
-    assert error["details"] == {"message_id": str(user_message.pk), "reply_id": str(reply.pk)}
+    assert error["details"] == {
+        "message_id": str(user_message.pk),
+        "reply_id": str(reply.pk),
+        "request_id": response["X-Request-ID"],
+    }
     if status == 503:
         assert response["Retry-After"] == "7", "the provider's Retry-After is passed on"
     interaction.refresh_from_db()
@@ -280,7 +284,11 @@ def test_a_replayed_failure_answers_the_same_error(api, interaction, fake_llm):
     second = post(api, interaction, "once", HTTP_IDEMPOTENCY_KEY="key-f")
 
     assert first.status_code == second.status_code == 502
-    assert first.json() == second.json()
+    # The same stored failure; each answer names its own request.
+    first_error, second_error = first.json()["error"], second.json()["error"]
+    assert first_error["details"].pop("request_id") == first["X-Request-ID"]
+    assert second_error["details"].pop("request_id") == second["X-Request-ID"]
+    assert first_error == second_error
     assert len(fake_llm.requests) == 1
 
 
