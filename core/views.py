@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.exceptions import error_body
-from core.parsers import SafeJSONParser
 from core.health import READY_VALUES, readiness_checks
+from core.parsers import SafeJSONParser
 from core.throttling import FailOpenAnonRateThrottle
 
 NEVER_CACHE = {"Cache-Control": "no-store"}
