@@ -141,7 +141,10 @@ def test_one_worker_process_waits_on_many_model_replies_at_once(fake_openai_serv
         fake_openai_server.gate.set()
         join(threads)
 
-        # One process, one thread: all of them were waiting on the model together.
+        # One process, one thread: all of them were waiting on the model together, each after
+        # writing its user message and its in_progress reply. Had a waiting request held
+        # SQLite's write lock (network I/O inside a transaction), the next one could not
+        # have written and the worker would have stalled on it.
         assert waiting == replies
         assert statuses == [201] * replies
         for pk in interactions:
