@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "interactions",
     "messages_app",
     "llm",
+    "usage",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -318,6 +320,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 CSRF_FAILURE_VIEW = "core.views.csrf_failure"
+
+# --- Staff admin ----------------------------------------------------------------------
+# An interaction's admin page shows its latest messages, and links to the rest.
+ADMIN_TRANSCRIPT_MESSAGES = env.int("ADMIN_TRANSCRIPT_MESSAGES", default=50)
 
 # --- Health ---------------------------------------------------------------------------
 # /readyz answers 503 while the cache is down unless the cache is declared optional (the

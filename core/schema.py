@@ -25,6 +25,7 @@ def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
         400: "Invalid request: the field is named in `error.param`.",
         401: "Missing or invalid credentials.",
         404: "No such object, or it belongs to another user.",
+        406: "None of the formats in Accept (or `format`) is offered.",
         409: "Conflict: a reply is already being generated, or the message cannot be retried.",
         413: "The request body is over the size limit.",
         422: "The Idempotency-Key was already used with a different request body.",

@@ -1,7 +1,17 @@
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,6 +24,17 @@ from interactions.models import Interaction
 from interactions.selectors import interaction_get, interaction_list
 from interactions.serializers import InteractionInputSerializer, InteractionSerializer
 from interactions.services import interaction_create, interaction_delete, interaction_update
+from messages_app.renderers import ExportJSONRenderer, ExportMarkdownRenderer, ExportRenderer
+from messages_app.serializers import MessageSerializer
+
+EXPORT_DESCRIPTION = (
+    "The whole conversation, oldest message first, streamed as it is read (in keyset chunks). "
+    "JSON (`Accept: application/json` or `?format=json`, the default) is "
+    '`{"object": "interaction.export", "interaction": {...}, "messages": [...]}` with the same '
+    "representations as the rest of the API; Markdown (`Accept: text/markdown` or `?format=markdown`) "
+    "is a readable transcript in which failed and incomplete replies are marked. Any other `Accept` "
+    "answers 406."
+)
 
 
 @extend_schema_view(
@@ -40,6 +61,8 @@ from interactions.services import interaction_create, interaction_delete, intera
     ),
 )
 class InteractionViewSet(viewsets.ViewSet):
+    """Interactions of the authenticated user, and the export of one."""
+
     lookup_value_regex = "[^/]+"
     pagination_class = ListPagination
     list_sort_field = "last_activity_at"
@@ -81,3 +104,45 @@ class InteractionViewSet(viewsets.ViewSet):
         interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
         interaction_delete(interaction=interaction)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Export an interaction's conversation as JSON or Markdown",
+        description=EXPORT_DESCRIPTION,
+        parameters=[
+            OpenApiParameter(
+                "format", OpenApiTypes.STR, enum=["json", "markdown"], required=False, description="Overrides Accept."
+            )
+        ],
+        responses={
+            (200, "application/json"): inline_serializer(
+                "InteractionExport",
+                {
+                    "object": serializers.CharField(default="interaction.export"),
+                    "interaction": InteractionSerializer(),
+                    "messages": MessageSerializer(many=True),
+                },
+            ),
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR, description="A Markdown transcript."),
+            **error_responses(400, 404, 406),
+        },
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[ExportJSONRenderer, ExportMarkdownRenderer])
+    def export(self, request: Request, pk: str) -> StreamingHttpResponse:
+        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
+        renderer = request.accepted_renderer
+        if not isinstance(renderer, ExportRenderer):
+            raise TypeError("export renderers only")
+        response = StreamingHttpResponse(
+            (part.encode() for part in renderer.stream(interaction=interaction)),
+            content_type=f"{renderer.media_type}; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="interaction-{interaction.pk}.{renderer.extension}"'
+        return response
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Response:
+        # An export that fails before it starts answers the JSON error envelope, whatever
+        # format was asked for.
+        if isinstance(response, Response) and response.status_code >= 400 and self.action == "export":
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)

@@ -1,26 +1,59 @@
-from django.contrib import admin
+from typing import Any
 
-from messages_app.models import Message
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from core.admin_filters import BoundedCountPaginator, date_range_filter, input_filter
+from messages_app.models import Message, ReplyErrorCode
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """The known error codes (not every distinct value in the table: that would scan it)."""
+
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(code.value), str(code.value)) for code in ReplyErrorCode]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
+        value = self.value()
+        return queryset.filter(error_code=value) if value else queryset
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """Read-only: staff inspect conversations; messages are written only through the API
     (deleting one here would leave the interaction's counters and cached pages behind;
-    delete the whole interaction instead)."""
+    delete the whole interaction instead).
+
+    `?interaction=<id>` lists one conversation (the transcript's "all messages" link), along
+    the (interaction, created_at, id) index.
+    """
 
     list_display = ["created_at", "interaction", "role", "status", "model", "total_tokens", "latency_ms", "error_code"]
-    list_filter = ["role", "status", "error_code"]
-    search_fields = ["content", "interaction__title"]
-    ordering = ["-created_at"]
+    list_filter = [
+        "status",
+        "role",
+        ErrorCodeFilter,
+        input_filter("model", "model", "model"),
+        date_range_filter("created_at", "time"),
+        input_filter("interaction", "interaction id", "interaction_id"),
+    ]
+    search_fields = ["content"]
+    ordering = ["-created_at", "-id"]
     raw_id_fields = ["interaction", "reply_to"]
     list_select_related = ["interaction"]
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = BoundedCountPaginator
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -64,6 +64,10 @@ class Message(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["interaction", "created_at", "id"], name="message_interaction_time"),
+            # The staff admin: every message newest first, and the failed or incomplete ones
+            # (its filters) without a scan of the collection.
+            models.Index(fields=["created_at", "id"], name="message_time"),
+            models.Index(fields=["status", "created_at", "id"], name="message_status_time"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["interaction", "idempotency_key"], name="message_idempotency_key_unique"),

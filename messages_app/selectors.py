@@ -57,3 +57,10 @@ def message_cancel_requested_ids(*, message_ids: list[uuid.UUID]) -> list[uuid.U
             pk__in=message_ids, status=MessageStatus.IN_PROGRESS, cancel_requested_at__isnull=False
         ).values_list("pk", flat=True)
     )
+
+
+def message_latest(*, interaction: Interaction, limit: int) -> list[Message]:
+    """The interaction's latest `limit` messages, oldest first: one index walk, whatever
+    the length of the conversation."""
+    newest_first = Message.objects.filter(interaction=interaction).order_by("-created_at", "-id")[:limit]
+    return list(reversed(list(newest_first)))

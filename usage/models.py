@@ -1,0 +1,38 @@
+from django.conf import settings
+from django.db import models
+
+from core.models import new_id
+
+
+class UsageBucket(models.Model):
+    """What one user spent on one model in one day (UTC): replies by status and tokens.
+
+    One row per (user, day, model), kept up to date by usage_record() with atomic
+    increments at each reply's final write, so that reading usage never scans messages
+    and a per-user quota can later be checked from a handful of rows (the unique index
+    serves `user = ? AND day >= ?`). Deleted with the user.
+    """
+
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_buckets")
+    day = models.DateField()
+    model = models.CharField(max_length=200)
+    replies_completed = models.PositiveIntegerField(default=0)
+    replies_incomplete = models.PositiveIntegerField(default=0)
+    replies_failed = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day", "model"], name="usage_bucket_user_day_model"),
+        ]
+        indexes = [models.Index(fields=["day", "user"], name="usage_bucket_day_user")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model}"
+
+    @property
+    def replies(self) -> int:
+        return self.replies_completed + self.replies_incomplete + self.replies_failed
