@@ -183,13 +183,12 @@ def test_staff_sees_an_interaction_and_its_failed_reply_in_the_admin(page: Page,
     page.get_by_role("link", name="Trip to Lisbon").click()
 
     expect(page.get_by_role("heading", level=2, name="Trip to Lisbon")).to_be_visible()
-    messages = page.locator("#messages-group")
-    expect(messages.get_by_role("heading", name="Messages")).to_be_visible()
+    messages = page.locator("#transcript")
     user_row = messages.locator("tr", has_text="Plan three days in Lisbon")
-    expect(user_row.locator("td.field-role")).to_have_text("user")
+    expect(user_row.locator("td.transcript-role")).to_have_text("user")
     failed_row = messages.locator("tr", has_text="upstream_timeout")
-    expect(failed_row.locator("td.field-role")).to_have_text("assistant")
-    expect(failed_row.locator("td.field-status")).to_have_text("failed")
+    expect(failed_row.locator("td.transcript-role")).to_have_text("assistant")
+    expect(failed_row.locator("td.transcript-status")).to_have_text("failed")
 
     screenshot = tmp_path / "interaction.png"
     page.screenshot(path=str(screenshot), full_page=True)
