@@ -43,8 +43,10 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "0"))
 
-# Containers log to stdout/stderr.
-accesslog = "-"
+# Containers log to stdout/stderr. The application writes one structured access line per
+# request (core.middleware.AccessLogMiddleware: request id, route, user, duration, streams
+# timed to their end), so gunicorn's own is off unless GUNICORN_ACCESS_LOG names a file ("-").
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # Worker heartbeats touch a file every few seconds; on Docker's overlay /tmp that can

@@ -25,11 +25,13 @@ pytestmark = pytest.mark.slow
 CONCURRENT_STREAMS = 6
 
 
-@pytest.fixture
-def logged_gunicorn(fake_openai_server, subprocess_env, tmp_path) -> Iterator[tuple[int, str, Path]]:
+@pytest.fixture(params=["chatproject.gunicorn_worker.GeventWorker", "gthread"], ids=["gevent", "gthread"])
+def logged_gunicorn(request, fake_openai_server, subprocess_env, tmp_path) -> Iterator[tuple[int, str, Path]]:
+    """gunicorn with each worker class: contextvars are per greenlet under gevent, per thread under gthread."""
     fake_openai_server.reset()
     env = {
         **subprocess_env,
+        "GUNICORN_WORKER_CLASS": request.param,
         "LLM_PROVIDER": "openai",
         "OPENAI_API_KEY": "sk-test",
         "OPENAI_BASE_URL": fake_openai_server.base_url,
@@ -49,7 +51,7 @@ def logged_gunicorn(fake_openai_server, subprocess_env, tmp_path) -> Iterator[tu
         server = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
-                *("--workers", "1", "--threads", str(CONCURRENT_STREAMS + 2), "--access-logfile", "/dev/null"),
+                *("--workers", "1", "--threads", str(CONCURRENT_STREAMS + 2)),
                 "chatproject.wsgi:application",
             ],
             env=env,
@@ -87,6 +89,7 @@ def json_lines(path: Path) -> list[dict]:
 
 
 def test_overlapping_streams_under_gunicorn_each_log_only_their_own_request_id(logged_gunicorn, fake_openai_server):
+    """Also: the access lines are the application's only (gunicorn's own access log is off)."""
     port, token, log_path = logged_gunicorn
     # Slow streams, so that every request is being sent while the others are.
     fake_openai_server.default = Behaviour(text="one two three four five", chunk_delay_seconds=0.15)
@@ -129,3 +132,5 @@ def test_overlapping_streams_under_gunicorn_each_log_only_their_own_request_id(l
     stream_access = stream_access_lines(lines)
     assert sorted(line["request_id"] for line in stream_access) == sorted(echoed)
     assert all(line["status"] == 200 and line["stream_completed"] for line in stream_access)
+    text_lines = [line for line in log_path.read_text().splitlines() if "/api/v1/" in line and not line.startswith("{")]
+    assert text_lines == [], "a second, unstructured access line"
