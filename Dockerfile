@@ -1,9 +1,12 @@
-# syntax=docker/dockerfile:1
+# The base image is a build argument so that the image can be built where no registry
+# serves the official one: scripts/test-image passes a stand-in made from Debian packages
+# there (named for what it is). No `# syntax=` line: it would make BuildKit fetch a frontend.
+ARG PYTHON_IMAGE=python:3.11-slim
 
 # Builder: resolve and install the pinned requirements into a self-contained venv, so the
 # final image carries no pip cache or build leftovers. Every dependency ships a manylinux
 # wheel for CPython 3.11, so no compiler or apt packages are needed.
-FROM python:3.11-slim AS builder
+FROM ${PYTHON_IMAGE} AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -15,13 +18,14 @@ COPY requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir -r /tmp/requirements.txt
 
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH="/opt/venv/bin:$PATH" \
     PORT=8000 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
+    DATABASE_URL=sqlite:////data/db.sqlite3
 
 # A fixed uid/gid keeps file ownership predictable on mounted volumes, and a numeric
 # USER lets orchestrators (runAsNonRoot) verify it is not root without an /etc/passwd.
@@ -31,14 +35,22 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app \
         --shell /usr/sbin/nologin app
 
+# The embedded-defaults SQLite database lives in /data, the one directory the app user
+# owns, declared a volume so it survives the container (ignored when MONGODB_URI is set).
+# Created and owned before VOLUME: changes to a volume's path after it are discarded.
+RUN install --directory --owner=10001 --group=10001 --mode=0750 /data
+VOLUME ["/data"]
+
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 # Code stays owned by root: the app user can read it but not rewrite it.
 COPY . .
 
 # Static files are built into the image (whitenoise serves them); collectstatic needs no
-# database, and the settings' defaults are enough to import them.
-RUN python manage.py collectstatic --noinput
+# database, and the settings' defaults are enough to import them. DJANGO_STATIC_MANIFEST
+# makes this run write hashed, compressed files and their manifest: the settings cannot
+# find a manifest before the first collectstatic has written one.
+RUN DJANGO_STATIC_MANIFEST=true python manage.py collectstatic --noinput
 
 USER 10001:10001
 

@@ -6,6 +6,7 @@ cache and the offline reply provider. Production values come only from the envir
 
 import logging
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import environ
 
@@ -104,6 +105,30 @@ TEMPLATES = [
 # defaults to a SQLite file beside manage.py.
 MONGODB_SERVER_SELECTION_TIMEOUT_MS = env.int("MONGODB_SERVER_SELECTION_TIMEOUT_MS", default=3000)
 MONGODB_SOCKET_TIMEOUT_MS = env.int("MONGODB_SOCKET_TIMEOUT_MS", default=10000)
+# How MongoDB is used as a replica set (production runs one; so does docker-compose.yml).
+# These are MongoClient options: one named in MONGODB_URI's query string wins (pymongo lets
+# keyword options override the URI, so only the options the URI leaves out are passed).
+#   w=majority: a write is acknowledged once a majority of members has it, so a stored
+#     message, reply or reply-slot claim survives a failover (writes are not split by kind:
+#     the backend has one client, and every write this service makes is one of those or
+#     counts them); wTimeoutMS bounds the wait for that acknowledgement.
+#   retryWrites / retryReads: a write or read interrupted by a failover or a network blip
+#     is retried once on the new primary (every write here is a single-document or
+#     conditional update or an insert, which MongoDB can retry safely).
+#   readPreference=primary: reads see the service's own writes (a POST then a GET, the
+#     conditional reply-slot claim); secondaries may lag.
+MONGODB_WRITE_TIMEOUT_MS = env.int("MONGODB_WRITE_TIMEOUT_MS", default=5000)
+MONGODB_CLIENT_DEFAULTS = {
+    "serverSelectionTimeoutMS": MONGODB_SERVER_SELECTION_TIMEOUT_MS,
+    "connectTimeoutMS": MONGODB_SERVER_SELECTION_TIMEOUT_MS,
+    "socketTimeoutMS": MONGODB_SOCKET_TIMEOUT_MS,
+    "w": "majority",
+    "wTimeoutMS": MONGODB_WRITE_TIMEOUT_MS,
+    "retryWrites": True,
+    "retryReads": True,
+    "readPreference": "primary",
+}
+_URI_OPTIONS = {name.lower() for name in parse_qs(urlsplit(MONGODB_URI).query)}
 if USE_MONGODB:
     DATABASES = {
         "default": {
@@ -112,9 +137,7 @@ if USE_MONGODB:
             "HOST": MONGODB_URI,
             "NAME": env.str("MONGODB_NAME", default=""),
             "OPTIONS": {
-                "serverSelectionTimeoutMS": MONGODB_SERVER_SELECTION_TIMEOUT_MS,
-                "connectTimeoutMS": MONGODB_SERVER_SELECTION_TIMEOUT_MS,
-                "socketTimeoutMS": MONGODB_SOCKET_TIMEOUT_MS,
+                name: value for name, value in MONGODB_CLIENT_DEFAULTS.items() if name.lower() not in _URI_OPTIONS
             },
         }
     }
@@ -193,8 +216,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Hashed, compressed file names once collectstatic has run (the Docker image, the run
-# script); plain names served from the apps' folders before that (tests).
-_COLLECTED = (STATIC_ROOT / "staticfiles.json").exists()
+# script); plain names served from the apps' folders before that (tests). The run of
+# collectstatic that writes the first manifest cannot find one: it says so with
+# DJANGO_STATIC_MANIFEST=true (the Dockerfile, scripts/run).
+_COLLECTED = env.bool("DJANGO_STATIC_MANIFEST", default=(STATIC_ROOT / "staticfiles.json").exists())
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
