@@ -4,10 +4,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -16,6 +18,29 @@ from tests.factories import InteractionFactory, UserFactory
 from tests.fake_openai import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
+# Set: the whole suite runs on that MongoDB server (pytest-django creates test_<name> there).
+MONGODB_URI = os.environ.get("MONGODB_URI", "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The code host's MongoDB job sets REQUIRE_MONGODB, so that a settings mistake cannot
+    # quietly turn its run into one more SQLite run.
+    engine = django_settings.DATABASES["default"]["ENGINE"]
+    if os.environ.get("REQUIRE_MONGODB") and engine != "django_mongodb_backend":
+        raise pytest.UsageError(f"REQUIRE_MONGODB is set but the suite would run on {engine}: set MONGODB_URI")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On MongoDB, skip the tests marked sqlite_only, with the reason the marker gives."""
+    if django_settings.DATABASES["default"]["ENGINE"] != "django_mongodb_backend":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: sqlite_only needs a reason")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
 
 
 def free_port() -> int:
@@ -177,14 +202,20 @@ def redis_cache(redis_server, settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def subprocess_env(tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Environment for running this project's manage.py or gunicorn in a child process."""
+def subprocess_env(tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """Environment for running this project's manage.py or gunicorn in a child process, on a
+    database of its own: a SQLite file in tmp_path or, when the suite runs on MongoDB, a new
+    database on that server, dropped afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_", "DJANGO_", "MONGODB_"))}
-    env.update(
-        {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-        }
-    )
-    return env
+    env.update({"PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "chatproject.settings"})
+    if not MONGODB_URI:
+        yield {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+        return
+    from pymongo import MongoClient
+
+    name = f"chat_child_{uuid.uuid4().hex[:12]}"
+    try:
+        yield {**env, "MONGODB_URI": MONGODB_URI, "MONGODB_NAME": name}
+    finally:
+        with MongoClient(MONGODB_URI, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(name)

@@ -38,7 +38,13 @@ pytestmark = [
 def live_env() -> Iterator[dict[str, str]]:
     """The environment of a child Django on a freshly migrated database of its own."""
     name = f"chat_test_{uuid.uuid4().hex[:12]}"
-    env = child_env(MONGODB_URI=MONGODB_URI, MONGODB_NAME=name, MONGODB_SERVER_SELECTION_TIMEOUT_MS="5000")
+    # With REDIS_URL set (the code host's MongoDB job), the children cache in that Redis too.
+    env = child_env(
+        MONGODB_URI=MONGODB_URI,
+        MONGODB_NAME=name,
+        MONGODB_SERVER_SELECTION_TIMEOUT_MS="5000",
+        REDIS_URL=os.environ.get("REDIS_URL", ""),
+    )
     try:
         migrate = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput"],
