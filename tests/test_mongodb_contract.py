@@ -140,6 +140,8 @@ def _operator_matches(value: Any, operator: str, argument: Any) -> bool:
         return (value is not MISSING) is bool(argument)
     if operator == "$ne":
         return not _equals(value, argument)
+    if operator == "$in":
+        return any(_equals(value, candidate) for candidate in argument)
     if operator == "$type":
         return isinstance(value, BSON_TYPES[argument])
     if operator in COMPARISONS:  # MongoDB compares only values of the same type.
