@@ -169,9 +169,13 @@ import json
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
+from django.utils import timezone
+
 from core.pagination import keyset_filter
+from interactions.models import Interaction
 from interactions.selectors import interaction_list
-from interactions.services import interaction_create
+from interactions.services import _reply_slot_free, interaction_create
+from messages_app.models import Message, MessageStatus
 from messages_app.selectors import message_list
 from messages_app.services import message_create
 
@@ -219,6 +223,8 @@ messages = message_list(interaction=interactions[0])
 # A cursor in the middle of each list, filtered as core.pagination's `after` does.
 message_cursor = list(messages.order_by("created_at", "pk"))[15]
 interaction_cursor = list(interaction_list(owner=owner).order_by("-last_activity_at", "-pk"))[15]
+newest = messages.order_by("-created_at", "-pk").first()
+now = timezone.now()
 emit({
     "message_page_after_cursor": summary(
         messages.filter(keyset_filter("created_at", message_cursor.created_at, message_cursor.pk, forward=True))
@@ -230,6 +236,24 @@ emit({
             keyset_filter("last_activity_at", interaction_cursor.last_activity_at, interaction_cursor.pk, forward=False)
         )
         .order_by("-last_activity_at", "-pk")[:21]
+    ),
+    # What message_history_newest_first() reads for every reply (its queryset, before .iterator()).
+    "history": summary(
+        Message.objects.filter(interaction=interactions[0], created_at__lte=newest.created_at)
+        .exclude(created_at=newest.created_at, id__gt=newest.id)
+        .only("id", "role", "content", "status")
+        .order_by("-created_at", "-id")
+    ),
+    # interaction_get() and message_get(), on every request about one object.
+    "interaction_get": summary(Interaction.objects.filter(owner=owner, pk=interactions[7].pk)[:1]),
+    "message_get": summary(messages.filter(pk=newest.pk)[:1]),
+    # The filter of the reply-slot claim (an update; explained here as the read it matches).
+    "slot_claim": summary(Interaction.objects.filter(_reply_slot_free(now), pk=interactions[3].pk)),
+    # message_cancel_requested_ids(), polled while replies are generated.
+    "cancel_poll": summary(
+        Message.objects.filter(
+            pk__in=[newest.pk], status=MessageStatus.IN_PROGRESS, cancel_requested_at__isnull=False
+        ).values_list("pk", flat=True)
     ),
     # The querysets core.pagination.ListPagination runs (see the contract tests).
     "interaction_page": summary(interaction_list(owner=owner).order_by("-last_activity_at", "-pk")[:21]),
@@ -292,3 +316,32 @@ def test_the_token_lookup_of_every_request_is_an_index_seek_not_a_join_over_all_
     # MongoDB moves the $match on `key` ahead of the $lookup, which does not write `key`.
     assert "IXSCAN" in plan["stages"], plan
     assert "COLLSCAN" not in plan["stages"], plan
+
+
+def unique_id_index(database: Database, collection: str) -> str:
+    (name,) = [name for name, index in indexes_of(database, collection).items() if dict(index["key"]) == {"id": 1}]
+    return name
+
+
+@pytest.mark.parametrize(
+    ("query", "collection"),
+    [
+        ("interaction_get", "interactions_interaction"),
+        ("message_get", "messages_app_message"),
+        ("slot_claim", "interactions_interaction"),
+        ("cancel_poll", "messages_app_message"),
+    ],
+)
+def test_reads_and_updates_of_one_object_seek_its_unique_id_index(plans, database, query, collection):
+    plan = plans[query]
+
+    assert unique_id_index(database, collection) in plan["indexes"], plan
+    assert "COLLSCAN" not in plan["stages"], plan
+
+
+def test_the_history_of_every_reply_is_read_along_message_interaction_time_without_sorting(plans):
+    plan = plans["history"]
+
+    assert "message_interaction_time" in plan["indexes"], plan
+    assert "SORT" not in plan["stages"], f"blocking sort: {plan}"
+    assert "$sort" not in plan["pipeline"], f"the $sort stayed in the pipeline: {plan}"
