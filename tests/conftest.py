@@ -214,8 +214,10 @@ def subprocess_env(tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-unt
     from pymongo import MongoClient
 
     name = f"chat_child_{uuid.uuid4().hex[:12]}"
+    # DATABASE_URL too, for the tests that set MONGODB_URI empty for a child of their own.
+    sqlite = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     try:
-        yield {**env, "MONGODB_URI": MONGODB_URI, "MONGODB_NAME": name}
+        yield {**env, "DATABASE_URL": sqlite, "MONGODB_URI": MONGODB_URI, "MONGODB_NAME": name}
     finally:
         with MongoClient(MONGODB_URI, serverSelectionTimeoutMS=5000) as client:
             client.drop_database(name)

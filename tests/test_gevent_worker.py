@@ -205,6 +205,7 @@ def test_provider_calls_beyond_the_bound_wait_for_a_free_connection_instead_of_o
     assert fake_llm.max_in_flight == 2
 
 
+@pytest.mark.sqlite_only(reason="counts the SQLite connection files each kept-alive client holds open")
 def test_database_connections_are_closed_when_their_client_goes(subprocess_env):
     with gunicorn_running(subprocess_env) as server:
         assert server.call("GET", "/api/v1/interactions/")[0] == 200

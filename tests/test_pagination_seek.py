@@ -15,7 +15,10 @@ from django.utils import timezone
 from messages_app.models import Message
 from tests.factories import InteractionFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.sqlite_only(reason="reads SQLite's EXPLAIN QUERY PLAN (MongoDB's side: the contract tests)"),
+]
 
 
 @contextmanager
