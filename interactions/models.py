@@ -35,8 +35,13 @@ class Interaction(models.Model):
     last_activity_at = models.DateTimeField(default=timezone.now)
     # Bumped by every write to the interaction or its messages; part of cache keys.
     version = models.PositiveBigIntegerField(default=0)
-    # Set while a reply is being generated; see interaction_reply_slot_claim().
+    # The reply slot: set while a reply is being generated (see interactions/services.py,
+    # interaction_reply_slot_claim). The token names the attempt that holds it; the host and
+    # pid name the worker process, so that its claims can be finalised when it dies.
     reply_claimed_at = models.DateTimeField(null=True, blank=True)
+    reply_claim_token = models.CharField(max_length=32, blank=True, default="")
+    reply_claim_host = models.CharField(max_length=255, blank=True, default="")
+    reply_claim_pid = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -44,6 +49,11 @@ class Interaction(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["owner", "last_activity_at", "id"], name="interaction_owner_activity"),
+            # Abandoned claims: an owner's (interaction list), everyone's (the finalising
+            # command), a dead worker's (gunicorn's child_exit).
+            models.Index(fields=["owner", "reply_claimed_at"], name="interaction_owner_reply_claim"),
+            models.Index(fields=["reply_claimed_at"], name="interaction_reply_claimed_at"),
+            models.Index(fields=["reply_claim_host", "reply_claim_pid"], name="interaction_reply_claim_holder"),
         ]
 
     def __str__(self) -> str:

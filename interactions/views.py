@@ -21,11 +21,12 @@ from core.schema import error_responses
 from core.serializers import parse_id
 from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached, owner_list_version
 from interactions.models import Interaction
-from interactions.selectors import interaction_get, interaction_list
+from interactions.selectors import interaction_list
 from interactions.serializers import InteractionInputSerializer, InteractionSerializer
 from interactions.services import interaction_create, interaction_delete, interaction_update
 from messages_app.renderers import ExportJSONRenderer, ExportMarkdownRenderer, ExportRenderer
 from messages_app.serializers import MessageSerializer
+from messages_app.services import interaction_get_finalised, owner_abandoned_replies_finalise
 
 EXPORT_DESCRIPTION = (
     "The whole conversation, oldest message first, streamed as it is read (in keyset chunks). "
@@ -71,8 +72,16 @@ class InteractionViewSet(viewsets.ViewSet):
     serializer_class = InteractionSerializer
     queryset = Interaction.objects.none()
 
+    def _interaction(self, request: Request, pk: str) -> Interaction:
+        # Abandoned replies are finalised before anything is read from the cache.
+        return interaction_get_finalised(
+            owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id")
+        )
+
     def list(self, request: Request) -> Response:
         owner = request_user(request)
+        # Abandoned replies are finalised (counters and versions updated) before the cache is read.
+        owner_abandoned_replies_finalise(owner=owner)
         key = f"interactions:list:{owner.pk}:{owner_list_version(owner.pk)}:{request.GET.urlencode()}"
 
         def page() -> dict[str, Any]:
@@ -89,19 +98,19 @@ class InteractionViewSet(viewsets.ViewSet):
         return Response(InteractionSerializer(interaction).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = self._interaction(request, pk)
         key = f"interactions:detail:{interaction.pk}:{interaction.version}"
         return Response(cached(key, lambda: InteractionSerializer(interaction).data))
 
     def partial_update(self, request: Request, pk: str) -> Response:
-        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = self._interaction(request, pk)
         serializer = InteractionInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         interaction = interaction_update(interaction=interaction, **serializer.validated_data)
         return Response(InteractionSerializer(interaction).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = self._interaction(request, pk)
         interaction_delete(interaction=interaction)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -128,7 +137,7 @@ class InteractionViewSet(viewsets.ViewSet):
     )
     @action(detail=True, methods=["get"], renderer_classes=[ExportJSONRenderer, ExportMarkdownRenderer])
     def export(self, request: Request, pk: str) -> StreamingHttpResponse:
-        interaction = interaction_get(owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id"))
+        interaction = self._interaction(request, pk)
         renderer = request.accepted_renderer
         if not isinstance(renderer, ExportRenderer):
             raise TypeError("export renderers only")

@@ -1,11 +1,15 @@
 """Model providers: the OpenAI-compatible one (official `openai` SDK) and the offline one.
 
-Both speak the same small interface, and turn every failure into a ProviderError that
-says how the reply failed (ReplyErrorCode) in words a user can act on.
+Both speak the same small interface, and turn every failure of the provider into a
+ProviderError with a ProviderFailure of their own, in words a user can act on. The reply
+service (llm/services.py) maps those to the error codes it stores on replies.
 """
 
+import enum
 import functools
 import hashlib
+import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -18,7 +22,8 @@ import openai
 from django.conf import settings
 
 from llm.cancellation import cancellable_http_client
-from messages_app.models import ReplyErrorCode
+
+logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL_NAME = "offline-provider"
 MAX_RETRY_AFTER_SECONDS = 3600
@@ -49,14 +54,24 @@ class ChatChunk:
     usage: Usage | None = None
 
 
+class ProviderFailure(enum.StrEnum):
+    """How a provider call failed, in the provider adapter's own terms."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    RATE_LIMITED = "rate_limited"
+    ERROR_STATUS = "error_status"
+    BAD_RESPONSE = "bad_response"
+
+
 @dataclass
 class ProviderError(Exception):
-    code: ReplyErrorCode
+    failure: ProviderFailure
     message: str
     retry_after_seconds: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+        return f"{self.failure}: {self.message}"
 
 
 class ChatProvider(Protocol):
@@ -100,41 +115,42 @@ class OpenAICompatibleProvider:
                 yield self._complete(options)
         except openai.APITimeoutError as exc:
             raise ProviderError(
-                ReplyErrorCode.UPSTREAM_TIMEOUT,
+                ProviderFailure.TIMEOUT,
                 f"the model provider did not answer within {settings.LLM_TIMEOUT_SECONDS:g} seconds",
             ) from exc
         except openai.APIConnectionError as exc:
-            raise ProviderError(ReplyErrorCode.UPSTREAM_UNREACHABLE, "the model provider could not be reached") from exc
+            raise ProviderError(ProviderFailure.UNREACHABLE, "the model provider could not be reached") from exc
         except openai.RateLimitError as exc:
             raise ProviderError(
-                ReplyErrorCode.UPSTREAM_RATE_LIMITED,
+                ProviderFailure.RATE_LIMITED,
                 "the model provider is rate limiting requests",
                 retry_after_seconds=retry_after_seconds(exc.response.headers.get("retry-after")),
             ) from exc
         except openai.APIStatusError as exc:
             raise ProviderError(
-                ReplyErrorCode.UPSTREAM_ERROR,
+                ProviderFailure.ERROR_STATUS,
                 f"the model provider answered HTTP {exc.status_code}: {_short(exc.message)}",
             ) from exc
         except openai.APIResponseValidationError as exc:
+            raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer was malformed") from exc
+        except (openai.APIError, json.JSONDecodeError) as exc:
+            # The SDK raises json's decoding error for a body that is not JSON. Anything
+            # else (KeyError, TypeError...) is our bug: it propagates, is logged with its
+            # traceback and stored as internal_error, never filed as the provider's fault.
+            logger.warning("unreadable answer from the model provider", exc_info=True)
             raise ProviderError(
-                ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer was malformed"
-            ) from exc
-        except (openai.APIError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            # The SDK raises plain decoding errors for non-JSON bodies and SSE garbage.
-            raise ProviderError(
-                ReplyErrorCode.UPSTREAM_BAD_RESPONSE,
+                ProviderFailure.BAD_RESPONSE,
                 f"the model provider's answer could not be read: {_short(str(exc))}",
             ) from exc
 
     def _complete(self, options: dict[str, Any]) -> ChatChunk:
         completion = self.client.chat.completions.create(**options)
         if not isinstance(completion, openai.types.chat.ChatCompletion) or not completion.choices:
-            raise ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer had no choices")
+            raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer had no choices")
         choice = completion.choices[0]
         content = choice.message.content if choice.message else None
         if content is None:
-            raise ProviderError(ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider's answer had no content")
+            raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer had no content")
         usage = completion.usage
         return ChatChunk(
             delta=content,

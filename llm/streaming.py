@@ -12,10 +12,13 @@ from collections.abc import Generator
 from contextlib import suppress
 from typing import Any
 
-from core.errors import ApplicationError
+from django.db import DatabaseError
+
+from core.errors import ApplicationError, Conflict
 from core.exceptions import application_error_body, error_body
-from llm.services import reply_run
-from messages_app.errors import REPLY_ERROR_STATUS
+from interactions.services import ReplyClaim
+from llm.services import reply_run, stored_after_failure
+from messages_app.errors import REPLY_ERROR_STATUS, WriteFailed
 from messages_app.models import Message, MessageStatus
 from messages_app.serializers import MessageSerializer
 
@@ -24,8 +27,8 @@ def sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _reply_events(*, reply: Message, user_message: Message | None) -> Generator[bytes, None, None]:
-    run = reply_run(reply=reply, stream=True)
+def _reply_events(*, reply: Message, claim: ReplyClaim, user_message: Message | None) -> Generator[bytes, None, None]:
+    run = reply_run(reply=reply, claim=claim, stream=True)
     try:
         if user_message is not None:
             yield sse("message.created", MessageSerializer(user_message).data)
@@ -35,39 +38,58 @@ def _reply_events(*, reply: Message, user_message: Message | None) -> Generator[
     except GeneratorExit:
         # The client went away. Finish the reply anyway so that it is stored whole and
         # the client finds it when it lists the messages again.
-        with suppress(ApplicationError):  # Nothing left to store it in.
+        with suppress(ApplicationError, DatabaseError):  # Nothing left to tell anyone.
             for _ in run:
                 pass
         raise
     except ApplicationError as exc:
         yield sse("error", application_error_body(exc, status=exc.status_code))
         return
+    except Exception as exc:
+        # A write failed; reply_run finalised what it could. Tell what is stored.
+        try:
+            _, reply = stored_after_failure(
+                exc, interaction=reply.interaction, message_id=reply.reply_to_id, claim=claim
+            )
+        except WriteFailed as failure:
+            yield sse("error", application_error_body(failure, status=failure.status_code))
+            return
+    yield _final_event(reply)
+
+
+def _final_event(reply: Message) -> bytes:
     reply_data = MessageSerializer(reply).data
-    if reply.error_code:
-        status_code = REPLY_ERROR_STATUS.get(reply.error_code, 502)
-        body = error_body(
-            message=f"The reply could not be completed: {reply.error_message}",
-            status_code=status_code,
-            code=reply.error_code,
-            error_type="upstream_error",
-            details={
-                "status": status_code,
-                "reply_id": str(reply.pk),
-                "reply": reply_data,
-                **({"retry_after_seconds": reply.retry_after_seconds} if reply.retry_after_seconds else {}),
-            },
+    if reply.status == MessageStatus.IN_PROGRESS:
+        # This attempt outlived its lease; its reply was finalised and is being retried.
+        conflict = Conflict(
+            "This attempt at the reply was taken over; list the messages to see the reply.",
+            code="reply_in_progress",
+            details={"reply_id": str(reply.pk)},
         )
-        yield sse("error", body)
-    else:
-        assert reply.status in (MessageStatus.COMPLETED, MessageStatus.INCOMPLETE)
-        yield sse("reply.completed", reply_data)
+        return sse("error", application_error_body(conflict, status=conflict.status_code))
+    if not reply.error_code:
+        return sse("reply.completed", reply_data)
+    status_code = REPLY_ERROR_STATUS.get(reply.error_code, 502)
+    body = error_body(
+        message=f"The reply could not be completed: {reply.error_message}",
+        status_code=status_code,
+        code=reply.error_code,
+        error_type="upstream_error",
+        details={
+            "status": status_code,
+            "reply_id": str(reply.pk),
+            "reply": reply_data,
+            **({"retry_after_seconds": reply.retry_after_seconds} if reply.retry_after_seconds else {}),
+        },
+    )
+    return sse("error", body)
 
 
 class ReplyEventStream:
     """The SSE body of a reply. Closing it, even before it started, still stores the reply."""
 
-    def __init__(self, *, reply: Message, user_message: Message | None) -> None:
-        self._events = _reply_events(reply=reply, user_message=user_message)
+    def __init__(self, *, reply: Message, claim: ReplyClaim, user_message: Message | None) -> None:
+        self._events = _reply_events(reply=reply, claim=claim, user_message=user_message)
         self._started = False
 
     def __iter__(self) -> "ReplyEventStream":

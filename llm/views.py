@@ -1,21 +1,34 @@
+"""The messages of an interaction: listing them, posting one (with its reply, streamed or
+not, idempotent), retrying a reply. The views parse and serialise; llm.services decides.
+"""
+
+from typing import Any
+
 from django.http import StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.auth import request_user
+from core.errors import ApplicationError
+from core.pagination import ListPagination
 from core.schema import error_responses
 from core.serializers import parse_id
+from interactions.cache import cached
 from interactions.models import Interaction
-from llm.services import reply_retry, reply_retry_start, reply_start
+from llm.services import MessagePosted, message_post, reply_retry, reply_retry_start
 from llm.streaming import ReplyEventStream
 from messages_app.errors import ReplyFailed
-from messages_app.models import MessageRole, MessageStatus
-from messages_app.selectors import message_get
+from messages_app.models import Message, MessageStatus
+from messages_app.selectors import message_get, message_list
 from messages_app.serializers import MessageCreatedSerializer, MessageInputSerializer, MessageSerializer
-from messages_app.services import message_create
-from messages_app.views import MessageViewSet
+from messages_app.services import interaction_get_finalised
+
+IDEMPOTENCY_KEY_MAX_CHARS = 255
 
 STREAM_DESCRIPTION = (
     "With `stream=true` (body field or query parameter) the answer is `text/event-stream`: "
@@ -93,31 +106,94 @@ def _event_stream_response(stream: ReplyEventStream) -> StreamingHttpResponse:
     ),
 )
 @extend_schema(tags=["messages"])
-class ChatMessageViewSet(MessageViewSet):
+class MessageViewSet(viewsets.ViewSet):
     """The messages of an interaction, with the model's replies streamed and retried."""
 
-    def create_streaming(
-        self, *, interaction: Interaction, content: str, idempotency_key: str | None, request_fingerprint: str
-    ) -> StreamingHttpResponse:
-        user_message = message_create(
-            interaction=interaction,
-            role=MessageRole.USER,
-            content=content,
-            idempotency_key=idempotency_key,
-            request_fingerprint=request_fingerprint,
-            reply_deferred=True,
+    lookup_value_regex = "[^/]+"
+    pagination_class = ListPagination
+    list_sort_field = "created_at"
+    list_default_order = "asc"
+    # For drf-spectacular only: list() is paginated, path ids are UUIDs.
+    serializer_class = MessageSerializer
+    queryset = Message.objects.none()
+
+    def _interaction(self, request: Request, interaction_id: str) -> Interaction:
+        # Abandoned replies are finalised before anything is read from the cache.
+        return interaction_get_finalised(
+            owner=request_user(request), interaction_id=parse_id(interaction_id, param="interaction_id")
         )
-        reply = reply_start(user_message=user_message)
-        return _event_stream_response(ReplyEventStream(reply=reply, user_message=user_message))
+
+    def list(self, request: Request, interaction_id: str) -> Response:
+        interaction = self._interaction(request, interaction_id)
+        key = f"messages:list:{interaction.pk}:{interaction.version}:{request.GET.urlencode()}"
+
+        def page() -> dict[str, Any]:
+            paginator = ListPagination()
+            rows = paginator.paginate_queryset(message_list(interaction=interaction), request, view=self)
+            return paginator.page_body(MessageSerializer(rows, many=True).data)
+
+        return Response(cached(key, page))
+
+    def retrieve(self, request: Request, interaction_id: str, pk: str) -> Response:
+        interaction = self._interaction(request, interaction_id)
+        message = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
+        return Response(MessageSerializer(message).data)
+
+    def create(self, request: Request, interaction_id: str) -> HttpResponseBase:
+        interaction = self._interaction(request, interaction_id)
+        serializer = MessageInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        posted = message_post(
+            interaction=interaction,
+            role=data["role"],
+            content=data["content"],
+            idempotency_key=_idempotency_key(request),
+            stream=data["stream"] or _stream_requested(request),
+        )
+        if posted.claim is not None and posted.reply is not None:
+            stream = ReplyEventStream(reply=posted.reply, claim=posted.claim, user_message=posted.message)
+            return _event_stream_response(stream)
+        return _created_response(posted)
 
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, interaction_id: str, pk: str) -> Response | StreamingHttpResponse:
         interaction = self._interaction(request, interaction_id)
-        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
-        if request.query_params.get("stream", "").lower() in ("true", "1"):
-            reply = reply_retry_start(reply=reply)
-            return _event_stream_response(ReplyEventStream(reply=reply, user_message=None))
-        reply = reply_retry(reply=reply)
+        message = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
+        if _stream_requested(request):
+            reply, claim = reply_retry_start(message=message)
+            return _event_stream_response(ReplyEventStream(reply=reply, claim=claim, user_message=None))
+        reply = reply_retry(message=message)
         if reply.status == MessageStatus.FAILED and reply.reply_to is not None:
             raise ReplyFailed(message=reply.reply_to, reply=reply)
         return Response(MessageSerializer(reply).data)
+
+
+def _stream_requested(request: Request) -> bool:
+    return request.query_params.get("stream", "").lower() in ("true", "1")
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > IDEMPOTENCY_KEY_MAX_CHARS:
+        raise ApplicationError(
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters.",
+            code="invalid_idempotency_key",
+            param="Idempotency-Key",
+        )
+    return key
+
+
+def _created_response(posted: MessagePosted) -> Response:
+    if posted.reply is not None and posted.reply.status == MessageStatus.FAILED:
+        raise ReplyFailed(message=posted.message, reply=posted.reply)
+    body = {
+        "message": MessageSerializer(posted.message).data,
+        "reply": MessageSerializer(posted.reply).data if posted.reply is not None else None,
+    }
+    response = Response(body, status=status.HTTP_201_CREATED)
+    if posted.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response

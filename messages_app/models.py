@@ -1,8 +1,13 @@
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.utils import timezone
 
 from core.models import new_id
 from interactions.models import Interaction
+
+if TYPE_CHECKING:
+    from interactions.services import ReplyClaim
 
 
 class MessageRole(models.TextChoices):
@@ -53,13 +58,18 @@ class Message(models.Model):
     # Null when the client sent no Idempotency-Key; unique per interaction otherwise.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 (NULLs stay out of the unique index)
     request_fingerprint = models.CharField(max_length=64, blank=True)
+    # For a reply: the claim token of the attempt generating it (a retry takes a new one).
+    # Its writes are conditional on it, so a worker that lost its claim changes nothing.
+    claim_token = models.CharField(max_length=32, blank=True, default="")
 
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # Not a database field. message_create() sets it when its caller generates the reply
-    # itself (streaming); the llm app's post_save receiver then leaves the message alone.
+    # Not database fields. message_create() sets `reply_deferred` when its caller generates
+    # the reply itself (streaming); the llm app's post_save receiver then leaves the message
+    # alone. `reply_claim` is the claim on the reply slot taken for a user message's reply.
     reply_deferred: bool = False
+    reply_claim: "ReplyClaim | None" = None
 
     class Meta:
         indexes = [
@@ -68,6 +78,8 @@ class Message(models.Model):
             # (its filters) without a scan of the collection.
             models.Index(fields=["created_at", "id"], name="message_time"),
             models.Index(fields=["status", "created_at", "id"], name="message_status_time"),
+            # Replies still in progress, and those of one claim: finalising abandoned replies.
+            models.Index(fields=["status", "claim_token"], name="message_status_claim"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["interaction", "idempotency_key"], name="message_idempotency_key_unique"),
@@ -86,5 +98,6 @@ class ReplyErrorCode(models.TextChoices):
     UPSTREAM_ERROR = "upstream_error", "the provider answered with an error"
     UPSTREAM_BAD_RESPONSE = "upstream_bad_response", "the provider's answer could not be used"
     STREAM_INTERRUPTED = "stream_interrupted", "the provider's stream broke off"
+    REPLY_ABANDONED = "reply_abandoned", "the server stopped generating the reply (a crash or a failed write)"
     INTERNAL_ERROR = "internal_error", "the server failed while generating"
     CANCELLED = "cancelled", "the user stopped the reply"

@@ -1,17 +1,44 @@
+"""Writes to messages, and the reply lifecycle's writes that touch messages.
+
+A reply is written only under a claim on its interaction's reply slot
+(interactions.services.ReplyClaim): it is inserted carrying the claim's token, and every
+later write to it is one conditional update on (id, token, `in_progress`). The slot is
+released only once no reply of the claim is `in_progress`, so a free slot means that no
+reply of the interaction is being made, and an `in_progress` reply whose claim lapsed
+(or whose worker died) is *abandoned*: interaction_abandoned_replies_finalise() turns it
+into `failed` (`reply_abandoned`), retryable in place. See the README's reply states.
+"""
+
+import logging
+import os
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import DatabaseError, IntegrityError
+from django.db.models import F
 from django.utils import timezone
 
 from core.errors import Conflict, NotFound
-from core.models import now_stored_precision
+from core.models import new_id, now_stored_precision
+from interactions.cache import interaction_cache_invalidate
 from interactions.models import Interaction
+from interactions.selectors import interaction_get
 from interactions.services import (
+    ReplyClaim,
+    ReplyClaimLost,
+    claim_host,
     interaction_message_recorded,
     interaction_messages_changed,
     interaction_reply_slot_release,
+    interaction_reply_slot_take_over,
+    reply_claim_lapsed,
 )
-from messages_app.models import Message, MessageRole, MessageStatus
+from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
+
+logger = logging.getLogger(__name__)
 
 REPLY_FIELDS = (
     "content",
@@ -28,6 +55,8 @@ REPLY_FIELDS = (
     "retry_after_seconds",
     "cancel_requested_at",
 )
+RETRYABLE_STATUSES = (MessageStatus.FAILED, MessageStatus.INCOMPLETE)
+ABANDONED_MESSAGE = "the server stopped before the reply was finished (a crash or a failed write); retry it"
 
 
 def message_create(
@@ -40,17 +69,30 @@ def message_create(
     idempotency_key: str | None = None,
     request_fingerprint: str = "",
     reply_deferred: bool = False,
+    claim: ReplyClaim | None = None,
+    message_id: uuid.UUID | None = None,
+    created_at: datetime | None = None,
 ) -> Message:
     """Store a message and keep the interaction's counters right.
 
-    A user message first claims the interaction's reply slot (Conflict, 409, while a reply
-    is in flight), then is stored. Storing it sends post_save, on which the llm app
-    (llm/signals.py) generates and stores the assistant reply and releases the slot,
-    unless `reply_deferred`: then the caller must generate the reply itself (streaming).
-    Nothing here holds a database transaction, so the reply's provider call never runs
-    inside one.
+    A user message claims the interaction's free reply slot for `claim` (a new one if
+    None; Conflict, 409, while a reply is in flight) in the update that counts it, then is
+    stored. Storing it sends post_save, on which the llm app (llm/signals.py) generates and
+    stores the assistant reply under `message.reply_claim` and releases the slot, unless
+    `reply_deferred`: then the caller must generate the reply itself (streaming).
+
+    An assistant reply made under `claim` (which must hold the slot: ReplyClaimLost
+    otherwise) is counted under it and stored with its token. `created_at` in the past
+    stores a message in its place (a late reply directly after its user message).
+
+    If storing fails after the slot was claimed, whatever the claim left behind is
+    finalised (reply_claim_finalise) before the error propagates: no reply stays
+    `in_progress`, the counters are recounted from the rows, the slot is released.
+    Nothing here holds a database transaction, so no provider call runs inside one.
     """
     is_user_turn = role == MessageRole.USER
+    if is_user_turn and claim is None:
+        claim = ReplyClaim.new(interaction_id=interaction.pk, reply_id=new_id())
     now = now_stored_precision()
     message = Message(
         interaction=interaction,
@@ -60,23 +102,37 @@ def message_create(
         reply_to=reply_to,
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
-        created_at=now,
+        created_at=created_at or now,
+        claim_token=claim.token if claim is not None and not is_user_turn else "",
     )
+    if message_id is not None:
+        message.id = message_id
     message.reply_deferred = reply_deferred
+    message.reply_claim = claim if is_user_turn else None
     # Counted (and for a user message, the reply slot claimed in the same update) before
-    # the insert, so that all is right when the post_save receiver starts the reply;
-    # undone if the insert fails.
-    interaction_message_recorded(
-        interaction=interaction, at=now, title_hint=content if is_user_turn else "", claim_reply_slot=is_user_turn
-    )
+    # the insert, so that all is right when the post_save receiver starts the reply.
+    try:
+        interaction_message_recorded(
+            interaction=interaction,
+            at=now,
+            title_hint=content if is_user_turn else "",
+            claim=claim if is_user_turn else None,
+            fenced_by=claim if not is_user_turn else None,
+            backdated=created_at is not None,
+        )
+    except DatabaseError:
+        # Committed or not, the slot holds no reply of this claim yet.
+        reply_claim_abort(interaction=interaction, claim=claim)
+        raise
     try:
         message.save(force_insert=True)
     except Exception as exc:
         if not message._state.adding:
             raise  # Stored; the failure came from a post_save receiver.
-        interaction_message_recorded(interaction=interaction, at=now, delta=-1)
-        if is_user_turn:
-            interaction_reply_slot_release(interaction_id=interaction.pk)
+        if claim is not None:
+            reply_claim_abort(interaction=interaction, claim=claim)
+        else:
+            _message_uncount(interaction=interaction, at=now)
         if isinstance(exc, IntegrityError):
             raise Conflict(
                 "A message with this Idempotency-Key was created at the same time.",
@@ -86,26 +142,246 @@ def message_create(
     return message
 
 
-def message_reply_update(*, reply: Message, release_reply_slot: bool = False, **fields: Any) -> Message:
-    """Write what the reply work learned (content, status, usage, timings, error).
+def _message_uncount(*, interaction: Interaction, at: datetime) -> None:
+    """Undo the count of a message whose insert failed (no reply slot held).
 
-    With `release_reply_slot` the interaction's reply slot is released in the same write
-    that records the change. Raises NotFound if the reply is gone: its interaction was
-    deleted meanwhile.
+    `last_message_at` goes back to the newest stored message, not to the one that was
+    never stored, unless another message was counted since.
     """
-    unknown = set(fields) - set(REPLY_FIELDS)
-    if unknown:
-        raise TypeError(f"Not reply fields: {sorted(unknown)}")
-    for name, value in fields.items():
-        setattr(reply, name, value)
-    reply.updated_at = timezone.now()
-    if not Message.objects.filter(pk=reply.pk).update(**fields, updated_at=reply.updated_at):
-        raise NotFound("The interaction was deleted while its reply was being generated.", code="interaction_deleted")
-    interaction_messages_changed(interaction=reply.interaction, release_reply_slot=release_reply_slot)
+    Interaction.objects.filter(pk=interaction.pk).update(message_count=F("message_count") - 1, version=F("version") + 1)
+    newest = _newest_message_at(interaction_id=interaction.pk)
+    Interaction.objects.filter(pk=interaction.pk, last_message_at=at).update(last_message_at=newest)
+    interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
+
+
+def _newest_message_at(*, interaction_id: uuid.UUID) -> datetime | None:
+    return (
+        Message.objects.filter(interaction_id=interaction_id)
+        .order_by("-created_at", "-id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
+def message_reply_update(*, reply: Message, claim: ReplyClaim, **fields: Any) -> Message:
+    """Write what the attempt under `claim` learned about its reply (progress or outcome).
+
+    One conditional update on (id, claim token, `in_progress`): it changes nothing once
+    the attempt lost the reply (its claim was taken over, or the reply was finalised or
+    retried by someone else), and then raises ReplyClaimLost. Raises NotFound if the reply
+    is gone: its interaction was deleted meanwhile. Bumps the interaction's `version`.
+    """
+    _reply_write_fenced(reply=reply, claim=claim, fields=fields)
+    interaction_messages_changed(interaction=reply.interaction)
     return reply
 
 
-def message_reply_restart(*, reply: Message) -> Message:
-    """Clear everything the last attempt recorded and mark the reply `in_progress` again."""
+def _reply_write_fenced(*, reply: Message, claim: ReplyClaim, fields: dict[str, Any]) -> None:
+    unknown = set(fields) - set(REPLY_FIELDS)
+    if unknown:
+        raise TypeError(f"Not reply fields: {sorted(unknown)}")
+    updated_at = timezone.now()
+    written = Message.objects.filter(pk=reply.pk, claim_token=claim.token, status=MessageStatus.IN_PROGRESS).update(
+        **fields, updated_at=updated_at
+    )
+    if not written:
+        if not Message.objects.filter(pk=reply.pk).exists():
+            raise NotFound(
+                "The interaction was deleted while its reply was being generated.", code="interaction_deleted"
+            )
+        raise ReplyClaimLost(claim)
+    for name, value in fields.items():
+        setattr(reply, name, value)
+    reply.updated_at = updated_at
+
+
+def message_reply_finish(*, reply: Message, claim: ReplyClaim, **fields: Any) -> Message:
+    """The final write of an attempt: its outcome (a status other than `in_progress`), then
+    the slot released. Two writes, each conditional on the claim (see
+    message_reply_update, whose errors it raises). The release is tried twice; if it
+    still fails, the reply is stored all the same and the slot lapses after the lease.
+    """
+    if fields.get("status", MessageStatus.IN_PROGRESS) == MessageStatus.IN_PROGRESS:
+        raise ValueError("A reply's final write must give it a final status.")
+    _reply_write_fenced(reply=reply, claim=claim, fields=fields)
+    for attempt in (1, 2):
+        try:
+            interaction_reply_slot_release(interaction=reply.interaction, claim=claim)
+            break
+        except DatabaseError:
+            logger.warning("releasing the reply slot of %s failed (attempt %s)", reply.pk, attempt, exc_info=True)
+    return reply
+
+
+def message_reply_restart(*, reply: Message, claim: ReplyClaim) -> Message:
+    """Clear everything the last attempt recorded and mark the reply `in_progress` again,
+    owned by `claim` (which holds the slot).
+
+    One conditional update on the reply still being failed or incomplete: Conflict if it
+    is not (another retry won, or it was never retryable).
+    """
     cleared = {field.name: field.get_default() for field in Message._meta.concrete_fields if field.name in REPLY_FIELDS}
-    return message_reply_update(reply=reply, **{**cleared, "status": MessageStatus.IN_PROGRESS})
+    fields = {**cleared, "status": MessageStatus.IN_PROGRESS, "claim_token": claim.token}
+    updated_at = timezone.now()
+    if not Message.objects.filter(pk=reply.pk, status__in=RETRYABLE_STATUSES).update(**fields, updated_at=updated_at):
+        raise Conflict(
+            "Only failed or incomplete replies can be retried; this one is not (any more).",
+            code="reply_not_retryable",
+            param="message_id",
+        )
+    for name, value in fields.items():
+        setattr(reply, name, value)
+    reply.updated_at = updated_at
+    interaction_messages_changed(interaction=reply.interaction)
+    return reply
+
+
+def reply_claim_finalise(*, interaction: Interaction, claim: ReplyClaim, replies_token: str) -> None:
+    """Finish what an attempt left behind, holding the slot with `claim`, then release it.
+
+    The replies still `in_progress` under `replies_token` become `failed`
+    (`reply_abandoned`), the counters are recounted from the stored rows (an insert
+    counted but never stored, or stored but reported failed, is counted right), and the
+    slot is released in the update that writes the counts. Every write is conditional:
+    safe to run twice, or beside the attempt it finalises (whose later writes then fail).
+    """
+    Message.objects.filter(
+        interaction_id=interaction.pk, status=MessageStatus.IN_PROGRESS, claim_token=replies_token
+    ).update(
+        status=MessageStatus.FAILED,
+        error_code=ReplyErrorCode.REPLY_ABANDONED,
+        error_message=ABANDONED_MESSAGE,
+        updated_at=timezone.now(),
+    )
+    interaction_reply_slot_release(
+        interaction=interaction,
+        claim=claim,
+        message_count=Message.objects.filter(interaction_id=interaction.pk).count(),
+        last_message_at=_newest_message_at(interaction_id=interaction.pk),
+    )
+
+
+def reply_claim_abort(*, interaction: Interaction, claim: ReplyClaim | None) -> None:
+    """After a failed write under `claim`: finalise what it left, if the database lets us.
+
+    If it does not (it is down), the claim keeps the slot and lapses after the lease;
+    then the next request, the finalising command or gunicorn's child_exit finalises it.
+    """
+    if claim is None:
+        return
+    try:
+        reply_claim_finalise(interaction=interaction, claim=claim, replies_token=claim.token)
+    except DatabaseError:
+        logger.warning("finalising claim %s after a failed write failed too", claim.token, exc_info=True)
+
+
+def interaction_abandoned_replies_finalise(
+    *, interaction: Interaction, dead_host: str = "", dead_pid: int | None = None
+) -> Interaction:
+    """Finalise the interaction's abandoned replies; return the interaction as stored now.
+
+    Call it on every request that loads the interaction, before any cache lookup: when
+    it finalises anything it bumps `version`, so no cached page shows an abandoned reply
+    as `in_progress`. Costs nothing (no query) unless the loaded claim lapsed or its
+    worker is named dead (`dead_host`, `dead_pid`). Raises NotFound if it was deleted.
+    """
+    dead = bool(dead_host) and (interaction.reply_claim_host, interaction.reply_claim_pid) == (dead_host, dead_pid)
+    if not (dead or reply_claim_lapsed(interaction)):
+        return interaction
+    claim = interaction_reply_slot_take_over(interaction=interaction, dead_host=dead_host, dead_pid=dead_pid)
+    if claim is not None:
+        reply_claim_finalise(interaction=interaction, claim=claim, replies_token=interaction.reply_claim_token)
+        logger.info("finalised abandoned claim %s on interaction %s", interaction.reply_claim_token, interaction.pk)
+    fresh = Interaction.objects.filter(pk=interaction.pk).first()
+    if fresh is None:
+        raise NotFound(f"No interaction with id {interaction.pk}.", param="interaction_id")
+    return fresh
+
+
+def interaction_get_finalised(*, owner: User, interaction_id: uuid.UUID) -> Interaction:
+    """The owner's interaction (NotFound otherwise) with its abandoned replies finalised."""
+    return interaction_abandoned_replies_finalise(
+        interaction=interaction_get(owner=owner, interaction_id=interaction_id)
+    )
+
+
+def owner_abandoned_replies_finalise(*, owner: User) -> None:
+    """Finalise the abandoned replies of all the owner's interactions (before listing them)."""
+    stale_before = now_stored_precision() - _lease()
+    for interaction in Interaction.objects.filter(owner=owner, reply_claimed_at__lt=stale_before):
+        interaction_abandoned_replies_finalise(interaction=interaction)
+
+
+def replies_abandoned_finalise(*, dead_host: str = "", dead_pid: int | None = None, dead_local: bool = False) -> int:
+    """Finalise abandoned replies everywhere (the management command); returns how many
+    interactions had something finalised. Safe while the service runs: every write is one
+    of the conditional updates above, so it never touches a live attempt.
+
+    - claims older than the lease;
+    - with `dead_host`/`dead_pid`: the claims of that worker process, at once;
+    - with `dead_local`: the claims of this host whose process no longer exists
+      (run when gunicorn starts: the workers of a previous master are gone);
+    - replies `in_progress` that their interaction's slot does not hold (from before
+      claims had tokens, or left by an interrupted finalisation).
+    """
+    finalised = 0
+    stale_before = now_stored_precision() - _lease()
+    for interaction in Interaction.objects.filter(reply_claimed_at__lt=stale_before):
+        finalised += _finalised(interaction=interaction)
+    if dead_host and dead_pid is not None:
+        for interaction in Interaction.objects.filter(reply_claim_host=dead_host, reply_claim_pid=dead_pid):
+            finalised += _finalised(interaction=interaction, dead_host=dead_host, dead_pid=dead_pid)
+    if dead_local:
+        host = claim_host()
+        for interaction in Interaction.objects.filter(reply_claim_host=host):
+            pid = interaction.reply_claim_pid
+            if pid is not None and pid != os.getpid() and not _process_exists(pid):
+                finalised += _finalised(interaction=interaction, dead_host=host, dead_pid=pid)
+    finalised += _unclaimed_in_progress_replies_finalise()
+    return finalised
+
+
+def _finalised(*, interaction: Interaction, dead_host: str = "", dead_pid: int | None = None) -> int:
+    try:
+        after = interaction_abandoned_replies_finalise(interaction=interaction, dead_host=dead_host, dead_pid=dead_pid)
+    except NotFound:
+        return 0
+    return int(after.version != interaction.version)
+
+
+def _unclaimed_in_progress_replies_finalise() -> int:
+    """Replies `in_progress` whose interaction's slot is free or held by another claim.
+
+    A reply is inserted only while its claim holds the slot, and the slot is released only
+    once the claim's replies are final; so once a reply read here is not its slot's, it can
+    no longer be written by anyone, and the conditional update cannot race a live attempt.
+    """
+    finalised = 0
+    rows = Message.objects.filter(status=MessageStatus.IN_PROGRESS).only("id", "interaction_id", "claim_token")
+    for reply in rows:
+        slot = Interaction.objects.filter(pk=reply.interaction_id).first()
+        if slot is None or (slot.reply_claimed_at is not None and slot.reply_claim_token == reply.claim_token):
+            continue
+        if Message.objects.filter(pk=reply.pk, status=MessageStatus.IN_PROGRESS, claim_token=reply.claim_token).update(
+            status=MessageStatus.FAILED,
+            error_code=ReplyErrorCode.REPLY_ABANDONED,
+            error_message=ABANDONED_MESSAGE,
+            updated_at=timezone.now(),
+        ):
+            interaction_messages_changed(interaction=slot)
+            finalised += 1
+    return finalised
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # Someone else's process: alive.
+    return True
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.LLM_REPLY_LEASE_SECONDS)

@@ -220,10 +220,17 @@ def test_a_retry_that_fails_again_answers_the_error_again(api, interaction, fake
     assert response.json()["error"]["details"]["reply_id"] == reply_id
 
 
-def test_completed_replies_and_user_messages_cannot_be_retried(api, interaction, fake_llm):
+def test_completed_replies_their_user_messages_and_imported_messages_cannot_be_retried(api, interaction, fake_llm):
     body = post(api, interaction).json()
+    imported = api.post(
+        f"/api/v1/interactions/{interaction.pk}/messages/", {"role": "assistant", "content": "x"}, format="json"
+    ).json()["message"]
 
-    for message_id, code in [(body["reply"]["id"], "reply_not_retryable"), (body["message"]["id"], "not_a_reply")]:
+    for message_id, code in [
+        (body["reply"]["id"], "reply_not_retryable"),
+        (body["message"]["id"], "reply_not_retryable"),
+        (imported["id"], "not_a_reply"),
+    ]:
         response = api.post(f"/api/v1/interactions/{interaction.pk}/messages/{message_id}/retry/")
         assert response.status_code == 409
         assert response.json()["error"]["code"] == code
@@ -436,7 +443,8 @@ def test_deleting_the_interaction_mid_stream_ends_the_stream_with_a_404_error_ev
 def test_deleting_the_interaction_while_its_reply_is_generated_answers_404(user, fake_llm):
     interaction = InteractionFactory(owner=user)
     user_message = message_create(interaction=interaction, role=MessageRole.USER, content="Hi", reply_deferred=True)
-    run = reply_run(reply=reply_start(user_message=user_message), stream=False)
+    claim = user_message.reply_claim
+    run = reply_run(reply=reply_start(user_message=user_message, claim=claim), claim=claim, stream=False)
 
     Interaction.objects.filter(pk=interaction.pk).delete()
 
