@@ -4,6 +4,9 @@ Loaded by gunicorn itself (not Django), so it reads os.environ directly.
 """
 
 import os
+import socket
+import subprocess
+import sys
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 
@@ -72,6 +75,28 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+    # A worker that died mid-reply (kill -9, OOM, timeout) left its replies in_progress:
+    # finalise them at once rather than after the lease.
+    finalise_abandoned_replies("--dead-holder", f"{socket.gethostname()[:255]}:{worker.pid}")
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    # The workers of a previous server on this host (crashed, or killed with it) are gone.
+    finalise_abandoned_replies("--dead-local")
+
+
+def finalise_abandoned_replies(*arguments: str) -> None:
+    """Run `manage.py finalise_abandoned_replies` in a child process, without waiting.
+
+    A child, not Django inside the master: the master stays free of Django, its database
+    connections and its threads (workers are forked from it), and is never blocked by a
+    slow database. The master reaps the child as an unknown process.
+    """
+    manage = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manage.py")
+    env = {"DJANGO_SETTINGS_MODULE": "chatproject.settings", **os.environ}
+    subprocess.Popen(  # noqa: S603 (fixed arguments)
+        [sys.executable, manage, "finalise_abandoned_replies", *arguments], env=env, stdin=subprocess.DEVNULL
+    )
 
 
 # Request limits, set on purpose (gunicorn answers these itself, in its own HTML, before

@@ -10,9 +10,11 @@ from typing import Any
 
 import structlog
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 from core.database import is_database_unavailable
@@ -129,6 +131,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if is_database_unavailable(exc):
         logger.exception("Database error while handling %s", context.get("request"))
         return Response(database_unavailable_body(), status=503, headers=DATABASE_UNAVAILABLE_HEADERS)
+    if isinstance(exc, DjangoValidationError):
+        # A model's full_clean() in a service: the client's input was invalid, not our code.
+        exc = exceptions.ValidationError(detail=as_serializer_error(exc))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -24,6 +24,8 @@ class Behaviour:
     delay_seconds: float = 0.0
     chunk_delay_seconds: float = 0.0
     garbage: bool = False
+    # Non-streamed: answer exactly this JSON document instead of a completion.
+    raw_json: Any = None
     empty: bool = False
     # Streaming: stop sending (and close the connection) after this many content chunks.
     break_after_chunks: int | None = None
@@ -126,6 +128,8 @@ class FakeOpenAIServer:
                             {"error": {"message": f"fake failure {behaviour.status}", "type": "server_error"}},
                             behaviour.headers,
                         )
+                    elif behaviour.raw_json is not None:
+                        self._json(200, behaviour.raw_json)
                     elif behaviour.garbage:
                         self._raw(200, b"<html>this is not JSON</html>", "application/json")
                     elif body.get("stream"):

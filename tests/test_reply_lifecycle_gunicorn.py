@@ -1,0 +1,206 @@
+"""A gunicorn worker killed mid-reply: its reply is finalised, retried in place, and the
+interaction moves on. Real gunicorn (the repo's gunicorn.conf.py), a real Redis cache, the
+loopback model server, SIGKILL."""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+
+class Gunicorn:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Gunicorn":
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"),
+                *("--workers", "1", "--access-logfile", "/dev/null", "chatproject.wsgi:application"),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, timeout=30)
+        return self
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and b"gunicorn" in cmdline:
+                pids.append(int(entry.name))
+        return pids
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            if sig == signal.SIGKILL:
+                workers = self.worker_pids()
+                self.process.send_signal(sig)
+                for pid in workers:
+                    os.kill(pid, signal.SIGKILL)
+            else:
+                self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def server_env(fake_openai_server, subprocess_env, redis_server) -> dict[str, str]:
+    fake_openai_server.reset()
+    env = {
+        **subprocess_env,
+        "LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": fake_openai_server.base_url,
+        "LLM_TIMEOUT_SECONDS": "30",
+        "LLM_MAX_RETRIES": "0",
+        # Far longer than the test: a finalised reply was finalised because its worker died.
+        "LLM_REPLY_LEASE_SECONDS": "600",
+        "REDIS_URL": redis_server,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+    created = subprocess.run(
+        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    env["TEST_TOKEN"] = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
+    return env
+
+
+@pytest.fixture
+def gunicorn(server_env) -> Iterator[Gunicorn]:
+    server = Gunicorn(server_env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def call(server: Gunicorn, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    headers = {"Authorization": f"Token {server.env['TEST_TOKEN']}", "Content-Type": "application/json"}
+    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, json.loads(data) if data else {}
+
+
+def messages(server: Gunicorn, interaction_id: str) -> list[dict]:
+    status, body = call(server, "GET", f"/api/v1/interactions/{interaction_id}/messages/")
+    assert status == 200
+    return body["data"]
+
+
+def start_reply(server: Gunicorn, fake, interaction_id: str, stream: bool) -> None:
+    """Post a message whose reply the model is still generating when this returns."""
+    path = f"/api/v1/interactions/{interaction_id}/messages/" + ("?stream=true" if stream else "")
+
+    def post() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        headers = {"Authorization": f"Token {server.env['TEST_TOKEN']}", "Content-Type": "application/json"}
+        connection.request("POST", path, body=json.dumps({"content": "Are you there?"}), headers=headers)
+        try:
+            response = connection.getresponse()
+            while response.read(64):
+                pass
+        except (ConnectionError, http.client.HTTPException):
+            pass  # The worker serving it is killed.
+        connection.close()
+
+    threading.Thread(target=post, daemon=True).start()
+    deadline = time.monotonic() + 15
+    while not fake.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.requests, "the model was never called"
+    time.sleep(0.5)  # Streaming: the first deltas are out.
+
+
+def wait_for_final_reply(server: Gunicorn, interaction_id: str, timeout: float = 20) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = messages(server, interaction_id)
+        if listed[-1]["status"] != "in_progress" or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
+def test_a_worker_killed_mid_reply_leaves_a_failed_reply_that_retry_completes_in_place(
+    gunicorn, fake_openai_server, stream
+):
+    _, interaction = call(gunicorn, "POST", "/api/v1/interactions/", {"title": "kill"})
+    interaction_id = interaction["id"]
+    if stream:
+        fake_openai_server.then(text=" ".join(["word"] * 200), chunk_delay_seconds=0.2)
+    else:
+        fake_openai_server.then(delay_seconds=20)
+    start_reply(gunicorn, fake_openai_server, interaction_id, stream)
+    during = messages(gunicorn, interaction_id)  # Now cached in Redis.
+    (worker,) = gunicorn.worker_pids()
+
+    os.kill(worker, signal.SIGKILL)
+    started = time.monotonic()
+    after = wait_for_final_reply(gunicorn, interaction_id)
+    finalised_after = time.monotonic() - started
+
+    assert [(m["role"], m["status"]) for m in during] == [("user", "completed"), ("assistant", "in_progress")]
+    assert [(m["role"], m["status"]) for m in after] == [("user", "completed"), ("assistant", "failed")]
+    assert after[1]["error"]["code"] == "reply_abandoned"
+    assert after[1]["id"] == during[1]["id"]
+    assert finalised_after < 20, "finalised by the master when the worker died, not after the 600 s lease"
+
+    fake_openai_server.default.text = "Here I am."
+    status, retried = call(gunicorn, "POST", f"/api/v1/interactions/{interaction_id}/messages/{after[1]['id']}/retry/")
+    assert status == 200
+    assert (retried["id"], retried["status"], retried["content"]) == (after[1]["id"], "completed", "Here I am.")
+    status, posted = call(gunicorn, "POST", f"/api/v1/interactions/{interaction_id}/messages/", {"content": "Again"})
+    assert status == 201
+    assert posted["reply"]["status"] == "completed"
+    status, detail = call(gunicorn, "GET", f"/api/v1/interactions/{interaction_id}/")
+    assert detail["message_count"] == 4 == len(messages(gunicorn, interaction_id))
+
+
+def test_replies_of_a_server_killed_whole_are_finalised_when_it_starts_again(server_env, fake_openai_server):
+    server = Gunicorn(server_env).start()
+    try:
+        _, interaction = call(server, "POST", "/api/v1/interactions/", {"title": "restart"})
+        fake_openai_server.then(delay_seconds=20)
+        start_reply(server, fake_openai_server, interaction["id"], stream=False)
+    finally:
+        server.stop(signal.SIGKILL)  # The master too: no child_exit.
+
+    restarted = Gunicorn(server_env).start()
+    try:
+        after = wait_for_final_reply(restarted, interaction["id"])
+    finally:
+        restarted.stop()
+
+    assert [(m["role"], m["status"]) for m in after] == [("user", "completed"), ("assistant", "failed")]
+    assert after[1]["error"]["code"] == "reply_abandoned"
