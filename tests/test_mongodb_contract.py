@@ -161,6 +161,9 @@ def evaluate(expression: Any, document: dict[str, Any]) -> Any:
             return argument
         if operator == "$add":
             return sum(evaluate(term, document) for term in argument)
+        if operator == "$subtract":
+            minuend, subtrahend = argument
+            return evaluate(minuend, document) - evaluate(subtrahend, document)
     raise AssertionError(f"the backend emitted {expression!r}, which this test does not model")
 
 

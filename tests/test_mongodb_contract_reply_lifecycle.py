@@ -106,6 +106,7 @@ lapsed = Interaction(
 )
 reply = Message(id=uuid.UUID(PARAMS["reply_id"]), interaction=interaction, role="assistant", status="failed")
 stale_before = now_stored_precision() - timedelta(seconds=300)
+UNCOUNTED_AT = now_stored_precision()
 
 emit({
     "renew": commands_of(lambda: interaction_reply_slot_renew(claim=claim_a)),
@@ -130,6 +131,7 @@ emit({
         lambda: list(Interaction.objects.filter(reply_claim_host="web-1", reply_claim_pid=41))
     ),
     "in_progress_replies": commands_of(message_services._unclaimed_in_progress_replies_finalise),
+    "uncount": commands_of(lambda: message_services._message_uncount(interaction=interaction, at=UNCOUNTED_AT)),
 })
 """
 
@@ -305,3 +307,17 @@ def test_the_sweep_of_in_progress_replies_reads_along_message_status_claim(comma
 
 def test_compiling_the_lifecycle_never_connected_to_a_server(commands):
     assert not commands["connected"]
+
+
+def test_undoing_the_count_of_a_message_never_stored_moves_last_message_at_back_only_if_it_is_still_ours(commands):
+    uncount, newest, last_message = commands["uncount"]
+    ours = slot(message_count=4, last_message_at=datetime(2025, 1, 1, 12, tzinfo=UTC))
+
+    assert uncount["filter"] == {"id": INTERACTION}
+    assert apply_update(ours, uncount["update"])["message_count"] == 3
+    assert list(stage(newest["pipeline"], "$sort").items()) == [("created_at", -1), ("id", -1)]
+    later = slot(last_message_at=datetime(2030, 1, 1, tzinfo=UTC))
+    assert not matches(later, last_message["filter"]), "a message counted since would lose its time"
+    at = equality_conditions(last_message["filter"])["last_message_at"]
+    assert matches(slot(last_message_at=at), last_message["filter"])
+    assert apply_update(slot(last_message_at=at), last_message["update"])["last_message_at"] is None  # none stored
