@@ -125,10 +125,20 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def children(pid: int) -> list[int]:
+    """The worker processes of a gunicorn master (not the short-lived finalise_abandoned_replies
+    it starts when a worker exits, see gunicorn.conf.py)."""
     try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        pids = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+    return [child for child in pids if _cmdline(child) == _cmdline(pid)]  # forks of the master
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 UPSTREAM_PORTS: set[int] = set()  # the model server's

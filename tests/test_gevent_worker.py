@@ -39,9 +39,13 @@ class Gunicorn:
 
     @property
     def worker_pid(self) -> int:
-        children = (
-            open(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read().split()  # noqa: SIM115
-        )
+        children = [
+            pid
+            for pid in open(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read().split()  # noqa: SIM115
+            # Workers are forks of the master: not the short-lived finalise_abandoned_replies it
+            # starts (gunicorn.conf.py), running or exited.
+            if _cmdline(pid) == _cmdline(str(self.process.pid))
+        ]
         assert len(children) == 1, children
         return int(children[0])
 
@@ -63,6 +67,14 @@ class Gunicorn:
         if own:
             connection.close()
         return response.status, payload
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
 
 
 @contextmanager

@@ -103,7 +103,8 @@ def test_a_replay_of_an_abandoned_reply_answers_its_error_with_both_ids_not_409(
 
     assert replayed.status_code == 503
     assert replayed.json()["error"]["code"] == "reply_abandoned"
-    assert replayed.json()["error"]["details"] == {"message_id": str(user_message.pk), "reply_id": str(reply.pk)}
+    details = replayed.json()["error"]["details"]
+    assert (details["message_id"], details["reply_id"]) == (str(user_message.pk), str(reply.pk))
 
 
 @pytest.mark.django_db(transaction=True)
