@@ -42,8 +42,13 @@ def query_plan(sql: str, params: tuple) -> list[str]:
 
 
 def the_page_query(statements: list[tuple[str, tuple]]) -> tuple[str, tuple]:
-    """The page read, not the cursor's own row (a primary-key lookup)."""
-    pages = [statement for statement in statements if "LIMIT 1" not in statement[0].upper()]
+    """The page read, not the cursor's own row (a primary-key lookup) nor the look-up of
+    abandoned reply claims that precedes a list (messages_app.services)."""
+    pages = [
+        statement
+        for statement in statements
+        if "LIMIT 1" not in statement[0].upper() and '"reply_claimed_at" <' not in statement[0]
+    ]
     assert len(pages) == 1, statements
     return pages[0]
 
