@@ -115,9 +115,9 @@ token = Token.objects.create(user=user)
 interaction = interaction_create(owner=user, prompt="Be terse.")
 # The llm app's post_save receiver answers with the offline provider and frees the slot.
 message_create(interaction=interaction, role="user", content="Hello there")
-interaction_reply_slot_claim(interaction_id=interaction.pk)
+claim = interaction_reply_slot_claim(interaction_id=interaction.pk)
 while_replying = conflict_code(lambda: message_create(interaction=interaction, role="user", content="Again"))
-interaction_reply_slot_release(interaction_id=interaction.pk)
+interaction_reply_slot_release(interaction=interaction, claim=claim)
 for n in range(2):
     message_create(interaction=interaction, role="assistant", content=f"note {n}")
 message_create(interaction=interaction, role="assistant", content="keyed", idempotency_key="key-1")
