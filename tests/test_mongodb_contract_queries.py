@@ -4,8 +4,10 @@ tests/test_mongodb_contract.py proves the list pages, the reply-slot claim with 
 counters, the idempotency lookup and the message insert; this module covers the rest of the
 queries in the code when it was written: single-object reads, the reply lookup, the
 history read of every reply, the cancel poll, the reply and interaction updates, the
-reply-slot renew and release, the title, deleting an interaction, and what demo_user
-and token authentication read. Each test names the index that serves its query (created
+reply-slot renew and release, the title, deleting an interaction, what demo_user
+and token authentication read, and a user's usage since a day. (The admin, export and
+usage-bucket writes are in tests/test_mongodb_contract_admin.py, the cursor pages in
+tests/test_mongodb_contract_cursors.py.) Each test names the index that serves its query (created
 by the migrations, as the `migrations` fixture records them) and checks that the query's
 conditions are what that index needs. A new query gets its test in a module of its own
 (tests/test_mongodb_contract_<topic>.py), as the README's contributor rule says.
@@ -42,7 +44,7 @@ OTHER_ID = "0190f0e0-0002-7000-8000-000000000003"
 
 QUERIES_SCRIPT = """
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from bson import ObjectId
 from django.contrib.auth.models import User
@@ -70,6 +72,7 @@ from messages_app.selectors import (
     message_reply_get,
 )
 from messages_app.services import message_reply_update
+from usage.selectors import usage_for_user
 
 recorded, canned_results = [], []
 
@@ -160,6 +163,7 @@ emit({
         [{"id": anchor.id.hex}, {"id": reply.id.hex}],
     ),
     "demo_user": commands_of(lambda: User.objects.get_or_create(username="demo")),
+    "usage_for_user": commands_of(lambda: usage_for_user(user_id=owner.pk, since=date(2025, 1, 1))),
     "token_authenticate": commands_of(token_authenticate),
 })
 """
@@ -407,3 +411,25 @@ def test_deleting_an_interaction_finds_unlinks_and_deletes_its_messages_along_in
     assert sorted(delete_messages["filter"]["id"]["$in"]) == sorted(messages)
     assert (delete_interaction["op"], delete_interaction["collection"]) == ("delete_many", "interactions_interaction")
     assert delete_interaction["filter"] == {"id": {"$in": [uuid_hex(INTERACTION_ID)]}}
+
+
+def test_a_users_usage_since_a_day_is_one_aggregation_along_the_unique_bucket_index(queries, migrations):
+    command = only(queries["usage_for_user"], "aggregate")
+    pipeline = command["pipeline"]
+    match = stage(pipeline, "$match")
+    index = created_indexes(migrations, "usage_usagebucket")["usage_bucket_user_day_model"]
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def bucket(day: datetime, user_id: str = OWNER_ID) -> dict[str, Any]:
+        return {"user_id": ObjectId(user_id), "day": day, "model": "m"}
+
+    assert command["collection"] == "usage_usagebucket"
+    assert stage_names(pipeline)[0] == "$match", "only a leading $match can use an index"
+    assert "'$group'" in repr(pipeline), "summed by the server, not in Python"
+    # Equality on user_id, then a range on day: a prefix of the unique (user, day, model) index.
+    assert equality_conditions(match) == {"user_id": ObjectId(OWNER_ID)}
+    assert list(index["key"])[:2] == ["user_id", "day"]
+    assert matches(bucket(since), match)
+    assert matches(bucket(since + timedelta(days=3)), match)
+    assert not matches(bucket(since - timedelta(days=1)), match)
+    assert not matches(bucket(since, user_id="65a0000000000000000000ff"), match)
