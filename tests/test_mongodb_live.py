@@ -169,12 +169,10 @@ import json
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
-from django.utils import timezone
-
 from core.pagination import keyset_filter
 from interactions.models import Interaction
 from interactions.selectors import interaction_list
-from interactions.services import _reply_slot_free, interaction_create
+from interactions.services import interaction_create
 from messages_app.models import Message, MessageStatus
 from messages_app.selectors import message_list
 from messages_app.services import message_create
@@ -224,7 +222,6 @@ messages = message_list(interaction=interactions[0])
 message_cursor = list(messages.order_by("created_at", "pk"))[15]
 interaction_cursor = list(interaction_list(owner=owner).order_by("-last_activity_at", "-pk"))[15]
 newest = messages.order_by("-created_at", "-pk").first()
-now = timezone.now()
 emit({
     "message_page_after_cursor": summary(
         messages.filter(keyset_filter("created_at", message_cursor.created_at, message_cursor.pk, forward=True))
@@ -248,7 +245,7 @@ emit({
     "interaction_get": summary(Interaction.objects.filter(owner=owner, pk=interactions[7].pk)[:1]),
     "message_get": summary(messages.filter(pk=newest.pk)[:1]),
     # The filter of the reply-slot claim (an update; explained here as the read it matches).
-    "slot_claim": summary(Interaction.objects.filter(_reply_slot_free(now), pk=interactions[3].pk)),
+    "slot_claim": summary(Interaction.objects.filter(pk=interactions[3].pk, reply_claimed_at__isnull=True)),
     # message_cancel_requested_ids(), polled while replies are generated.
     "cancel_poll": summary(
         Message.objects.filter(
