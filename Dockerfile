@@ -51,10 +51,13 @@ COPY . .
 # makes this run write hashed, compressed files and their manifest: the settings cannot
 # find a manifest before the first collectstatic has written one. Metrics stay in this
 # process (an empty PROMETHEUS_MULTIPROC_DIR) so that the build leaves no metric files.
+# The settings have no secret key without DEBUG: this throwaway one exists only for this
+# build step and signs nothing; the running container gets its own.
 # Then the multiprocess metrics directory: gunicorn empties it when it starts, but a command
 # run before or without it (the compose `migrate` service, `manage.py` in a new container)
 # creates some metrics at import, so it must exist and be the app user's already.
-RUN PROMETHEUS_MULTIPROC_DIR='' DJANGO_STATIC_MANIFEST=true python manage.py collectstatic --noinput \
+RUN PROMETHEUS_MULTIPROC_DIR='' DJANGO_STATIC_MANIFEST=true DJANGO_SECRET_KEY=collectstatic-at-build-time-only \
+        python manage.py collectstatic --noinput \
     && install --directory --owner=10001 --group=10001 --mode=0700 /tmp/prometheus
 
 USER 10001:10001

@@ -131,6 +131,8 @@ def django_setup(workdir: Path) -> None:
             "DJANGO_SETTINGS_MODULE": "chatproject.settings",
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
             "DJANGO_DEBUG": "false",
+            # Without DEBUG the settings refuse to start on their built-in development key.
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "b" * 40,
             # The API test client talks to host "testserver".
             "DJANGO_ALLOWED_HOSTS": "testserver,localhost",
             "LLM_PROVIDER": "offline",

@@ -5,10 +5,12 @@ cache and the offline reply provider. Production values come only from the envir
 """
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import environ
+from csp.constants import NONCE, NONE, SELF
 
 from core.logs import logging_config, structlog_configure
 
@@ -18,10 +20,14 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str(
-    "DJANGO_SECRET_KEY",
-    default="django-insecure-local-development-key-do-not-use-in-production-0123456789",
-)
+# The built-in key is for DEBUG only. Without DEBUG and without DJANGO_SECRET_KEY the key stays
+# empty: tools that sign nothing (collectstatic, makemigrations, mypy) still work, while the
+# server refuses to start (chatproject/wsgi.py) and `check` reports core.E001, both saying how
+# to set one. scripts/run writes a generated key to .env on its first run.
+DEVELOPMENT_SECRET_KEY = "django-insecure-local-development-key-do-not-use-in-production-0123456789"  # noqa: S105
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY or not SECRET_KEY:
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY if DEBUG else ""
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -35,12 +41,14 @@ if USE_MONGODB:
         "chatproject.mongo_apps.MongoAuthConfig",
         "chatproject.mongo_apps.MongoContentTypesConfig",
     ]
+    AXES_APP = "chatproject.mongo_apps.MongoAxesConfig"
 else:
     CONTRIB_MODEL_APPS = [
         "django.contrib.admin",
         "django.contrib.auth",
         "django.contrib.contenttypes",
     ]
+    AXES_APP = "axes"
 
 INSTALLED_APPS = [
     *CONTRIB_MODEL_APPS,
@@ -53,6 +61,10 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
+    "csp",
+    AXES_APP,
+    # After axes: core.admin replaces its admin pages (no date hierarchy on MongoDB).
     "core",
     "interactions",
     "messages_app",
@@ -67,7 +79,10 @@ MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
     "core.middleware.AccessLogMiddleware",
+    # Before anything that answers on its own (413, 400 below), so browsers can read those too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "core.middleware.RequestBodyLimitMiddleware",
     "core.middleware.ApiPathMiddleware",
@@ -79,6 +94,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -148,6 +165,7 @@ if USE_MONGODB:
         "auth": "mongo_migrations.auth",
         "contenttypes": "mongo_migrations.contenttypes",
         "authtoken": "mongo_migrations.authtoken",
+        "axes": "mongo_migrations.axes",
     }
 else:
     DATABASES = {
@@ -201,6 +219,12 @@ else:
     }
 API_CACHE_TIMEOUT_SECONDS = env.int("API_CACHE_TIMEOUT_SECONDS", default=300)
 
+# django-axes checks every authenticate() call (admin login, token exchange) first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -239,6 +263,11 @@ REQUEST_BODY_DRAIN_MAX_BYTES = env.int("REQUEST_BODY_DRAIN_MAX_BYTES", default=4
 MESSAGE_CONTENT_MAX_CHARS = env.int("MESSAGE_CONTENT_MAX_CHARS", default=32_000)
 INTERACTION_PROMPT_MAX_CHARS = env.int("INTERACTION_PROMPT_MAX_CHARS", default=32_000)
 
+# --- Client address ---------------------------------------------------------------------
+# How many reverse proxies in front of the service append to X-Forwarded-For. 0: the header
+# is ignored (a client could write anything in it). Used by the lockouts and the rate limits.
+TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=0)
+
 # --- REST framework and OpenAPI -------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -259,8 +288,13 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_RATE", default="600/minute"),
         "anon": env.str("API_ANON_THROTTLE_RATE", default="60/minute"),
+        # Posting (and retrying) messages spends model money: a stricter limit of its own.
+        "message_post": env.str("API_MESSAGE_POST_THROTTLE_RATE", default="30/minute"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # The client address comes from core.network.client_ip (TRUSTED_PROXY_COUNT); this is the
+    # same number for anything in DRF that reads it itself.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -371,3 +405,48 @@ DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 DJANGO_STRUCTLOG_STATUS_DEFAULT_LOG_LEVEL = logging.DEBUG
 DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = logging.DEBUG
 DJANGO_STRUCTLOG_STATUS_5XX_LOG_LEVEL = logging.DEBUG
+
+# --- Failed logins (django-axes) --------------------------------------------------------
+# After AXES_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# locked out for the cool-off; staff unlock earlier by deleting the attempt in the admin.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.network.client_ip"
+AXES_VERBOSE = False
+
+# --- Content-Security-Policy (django-csp) -----------------------------------------------
+# Every answer carries it; the admin and the docs pages are what it protects. Nothing loads
+# from another origin; scripts only from our static files or with the page's nonce (Redoc's
+# start-up script). The docs views widen style-src for the styles Swagger UI and Redoc inject.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# --- CORS for browser front ends on other origins (django-cors-headers) ----------------
+# Off by default: no origin is allowed until listed. Token authentication, so no cookies.
+CORS_ALLOWED_ORIGINS = env.list("DJANGO_CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/v1/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "idempotency-key"]
+CORS_EXPOSE_HEADERS = ["idempotent-replayed", "retry-after"]
+
+# --- /metrics ---------------------------------------------------------------------------
+# Answered only to a request with `Authorization: Bearer <METRICS_BEARER_TOKEN>` (when set) or
+# from an address in METRICS_ALLOWED_IPS (addresses or networks; loopback by default).
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])

@@ -4,4 +4,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 
+# The server never starts without a secret key (the built-in one is for DEBUG only).
+from core.checks import require_secret_key
+
+require_secret_key()
+
 application = get_wsgi_application()

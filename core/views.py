@@ -1,18 +1,25 @@
 """JSON answers for errors raised outside DRF views (unknown URLs, crashes, CSRF); health; docs."""
 
+import ipaddress
+import secrets
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
-from drf_spectacular.views import SpectacularRedocView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.errors import ApplicationError
 from core.exceptions import error_body
 from core.health import READY_VALUES, readiness_checks
+from core.network import client_ip
 from core.parsers import SafeJSONParser
 from core.throttling import FailOpenAnonRateThrottle
 
@@ -111,28 +118,90 @@ def ready(request: Request) -> Response:
     )
 
 
+class LockedOut(ApplicationError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "locked_out"
+
+
 @extend_schema_view(
     post=extend_schema(summary="Exchange a username and password for an API token", auth=[], tags=["auth"])
 )
 class TokenObtainView(ObtainAuthToken):
-    """Exchange a username and password for the API token (`Authorization: Token <key>`)."""
+    """Exchange a username and password for the API token (`Authorization: Token <key>`).
+
+    django-axes counts the failures; once a username and address are locked out, the answer
+    is 429 `locked_out` with Retry-After, whatever the password.
+    """
 
     parser_classes = [SafeJSONParser]
     throttle_classes = [FailOpenAnonRateThrottle]
 
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            # axes marks the request it was given by authenticate(): this DRF request.
+            if getattr(request, "axes_locked_out", False):
+                cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
+                raise LockedOut(
+                    f"Too many failed logins for this username from this address; try again in {cool_off} seconds.",
+                    headers={"Retry-After": str(cool_off)},
+                ) from None
+            raise
 
-class OfflineRedocView(SpectacularRedocView):
-    """Redoc with nothing from another host: no web fonts (the page uses the system's), and a
-    Content-Security-Policy that keeps the bundle's sidebar from fetching Redocly's logo."""
 
-    template_name = "core/redoc.html"
-    content_security_policy = (
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
-    )
+def _metrics_allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_BEARER_TOKEN
+    authorization = request.headers.get("Authorization", "")
+    if token and secrets.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+        return True
+    try:
+        address = ipaddress.ip_address(client_ip(request))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(allowed, strict=False) for allowed in settings.METRICS_ALLOWED_IPS)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for a bearer of METRICS_BEARER_TOKEN or an address in METRICS_ALLOWED_IPS."""
+    if not _metrics_allowed(request):
+        return JsonResponse(
+            error_body(
+                message="Metrics need `Authorization: Bearer <METRICS_BEARER_TOKEN>` or an allowed address.",
+                status_code=401,
+                code="metrics_unauthorized",
+            ),
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    response: HttpResponse = ExportToDjangoView(request)
+    return response
+
+
+# The docs pages inject styles at run time (Swagger UI's and Redoc's components) and Redoc
+# renders in a blob: worker; everything else stays under the site-wide policy (settings).
+DOCS_CSP_UPDATE = {"style-src": ["'unsafe-inline'"], "worker-src": ["blob:"]}
+
+
+class SwaggerUIView(SpectacularSwaggerSplitView):
+    """Swagger UI with its start-up script served from this URL too (`?script`), so that the
+    page needs no inline script under the Content-Security-Policy."""
 
     @extend_schema(exclude=True)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().get(request, *args, **kwargs)
-        response["Content-Security-Policy"] = self.content_security_policy
+        response._csp_update = DOCS_CSP_UPDATE  # type: ignore[attr-defined]
+        return response
+
+
+class OfflineRedocView(SpectacularRedocView):
+    """Redoc with nothing from another host: no web fonts (the page uses the system's)."""
+
+    template_name = "core/redoc.html"
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().get(request, *args, **kwargs)
+        response._csp_update = DOCS_CSP_UPDATE  # type: ignore[attr-defined]
         return response

@@ -207,7 +207,14 @@ def subprocess_env(tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-unt
     database of its own: a SQLite file in tmp_path or, when the suite runs on MongoDB, a new
     database on that server, dropped afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_", "DJANGO_", "MONGODB_"))}
-    env.update({"PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "chatproject.settings"})
+    env.update(
+        {
+            # The tests' key (pyproject.toml): without DEBUG the settings have no key of their own.
+            "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        }
+    )
     if not MONGODB_URI:
         yield {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
         return

@@ -118,8 +118,18 @@ def requests_made(context: BrowserContext) -> RecordedRequests:
 
 
 @pytest.fixture
-def page(context: BrowserContext, requests_made: RecordedRequests) -> Page:
-    return context.new_page()
+def page(context: BrowserContext, requests_made: RecordedRequests) -> Iterator[Page]:
+    """A page that must not break its Content-Security-Policy: every test checks, on every page it opens,
+    that the browser reported no violation (Chromium reports each one on the console)."""
+    page = context.new_page()
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    yield page
+    assert violations == [], "the page broke its Content-Security-Policy"
+    assert requests_made.refused_by_policy == set()
 
 
 def admin_log_in(page: Page, live_server, username: str, password: str) -> None:  # type: ignore[no-untyped-def]

@@ -32,6 +32,7 @@ def server(tmp_path_factory) -> Iterator[tuple[int, str]]:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "REQUEST_BODY_MAX_BYTES": str(BODY_LIMIT),
             "REDIS_URL": "",
+            "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],
         }
     )
     manage = [sys.executable, str(ROOT / "manage.py")]

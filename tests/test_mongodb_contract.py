@@ -50,6 +50,8 @@ def child_env(**variables: str) -> dict[str, str]:
         # Set, even empty, so that a developer's .env cannot fill them in.
         "MONGODB_URI": "",
         "REDIS_URL": "",
+        # The tests' key (pyproject.toml): without DEBUG the settings refuse to start without one.
+        "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],
         **variables,
     }
 
