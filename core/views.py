@@ -191,7 +191,7 @@ class SwaggerUIView(SpectacularSwaggerSplitView):
     @extend_schema(exclude=True)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().get(request, *args, **kwargs)
-        response._csp_update = DOCS_CSP_UPDATE  # type: ignore[attr-defined]
+        response._csp_update = DOCS_CSP_UPDATE
         return response
 
 
@@ -203,5 +203,5 @@ class OfflineRedocView(SpectacularRedocView):
     @extend_schema(exclude=True)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().get(request, *args, **kwargs)
-        response._csp_update = DOCS_CSP_UPDATE  # type: ignore[attr-defined]
+        response._csp_update = DOCS_CSP_UPDATE
         return response
