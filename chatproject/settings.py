@@ -311,6 +311,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Tags and operation ids start after /api/v1 (interactions_list, not api_v1_interactions_list).
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # core.schema.postprocess_schema: UUID path ids, every error status, closed input objects.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.postprocess_schema"],
     "ENUM_NAME_OVERRIDES": {
         "MessageRoleEnum": "messages_app.models.MessageRole",
         "MessageStatusEnum": "messages_app.models.MessageStatus",

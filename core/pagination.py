@@ -1,7 +1,7 @@
 """Keyset pagination in the OpenAI list convention.
 
-Query: `limit` (default 20, at most 100), `order` (`asc` or `desc`), `after` or `before`
-(the id of an object in the list). Response:
+Query: `limit` (default 20, at most 100), `order` (`asc` or `desc`), `after` and/or `before`
+(the id of an object in the list; both: the objects between them; an id not in the list: 404). Response:
 `{"object": "list", "data": [...], "first_id", "last_id", "has_more"}`.
 
 The list is ordered by (sort field, id), so objects created in the same instant keep a
@@ -17,6 +17,8 @@ from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.errors import NotFound
+
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
@@ -26,11 +28,6 @@ class ListParamsSerializer(serializers.Serializer):
     order = serializers.ChoiceField(choices=["asc", "desc"], required=False)
     after = serializers.UUIDField(required=False)
     before = serializers.UUIDField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "after" in attrs and "before" in attrs:
-            raise serializers.ValidationError({"before": "Use either `after` or `before`, not both."})
-        return attrs
 
 
 def keyset_filter(sort_field: str, value: Any, pk: Any, *, forward: bool) -> Q:
@@ -62,24 +59,35 @@ class ListPagination(BasePagination):
         before: uuid.UUID | None = params.validated_data.get("before")
 
         ascending = order == "asc"
-        cursor = after or before
-        # `before` walks the list backwards from the cursor and is flipped back below.
-        walk_ascending = ascending if before is None else not ascending
-        if cursor is not None:
-            anchor = queryset.filter(pk=cursor).values(sort_field, "pk").first()
-            if anchor is None:
-                param = "after" if after else "before"
-                raise serializers.ValidationError({param: f"No object with id {cursor} in this list."})
+        # Anchors are looked up in the whole list, before any keyset bound is applied.
+        after_anchor = self._anchor(queryset, sort_field, after, param="after") if after else None
+        before_anchor = self._anchor(queryset, sort_field, before, param="before") if before else None
+        if after_anchor is not None:
             queryset = queryset.filter(
-                keyset_filter(sort_field, anchor[sort_field], anchor["pk"], forward=walk_ascending)
+                keyset_filter(sort_field, after_anchor[sort_field], after_anchor["pk"], forward=ascending)
             )
+        if before_anchor is not None:
+            queryset = queryset.filter(
+                keyset_filter(sort_field, before_anchor[sort_field], before_anchor["pk"], forward=not ascending)
+            )
+        # `before` alone walks the list backwards from its cursor (and is flipped back below);
+        # with `after` too, the page is the window between the two, walked from `after`.
+        backwards = before_anchor is not None and after_anchor is None
+        walk_ascending = ascending != backwards
         prefix = "" if walk_ascending else "-"
         rows: list[Model] = list(queryset.order_by(f"{prefix}{sort_field}", f"{prefix}pk")[: limit + 1])
         self.has_more = len(rows) > limit
         rows = rows[:limit]
-        if before is not None:
+        if backwards:
             rows.reverse()
         return rows
+
+    @staticmethod
+    def _anchor(queryset: QuerySet[Any], sort_field: str, cursor: uuid.UUID, *, param: str) -> dict[str, Any]:
+        anchor: dict[str, Any] | None = queryset.filter(pk=cursor).values(sort_field, "pk").first()
+        if anchor is None:
+            raise NotFound(f"No object with id {cursor} in this list.", param=param)
+        return anchor
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(self.page_body(data))

@@ -1,9 +1,10 @@
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.serializers import StrictCharField, StrictInputSerializer
+from core.serializers import StrictCharField, StrictFloatField, StrictInputSerializer, StrictIntegerField
 from interactions.models import Interaction, PromptRole
 
 METADATA_MAX_KEYS = 16
@@ -25,6 +26,24 @@ def validate_metadata(value: Any) -> None:
             raise serializers.ValidationError(f"Values are at most {METADATA_VALUE_MAX_CHARS} characters.")
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": METADATA_MAX_KEYS,
+        "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX_CHARS},
+        "description": (
+            f"Up to {METADATA_MAX_KEYS} keys of at most {METADATA_KEY_MAX_CHARS} characters, "
+            f"with string values of at most {METADATA_VALUE_MAX_CHARS} characters."
+        ),
+    }
+)
+class MetadataField(serializers.DictField):
+    """An object of string keys and string values, nothing else (not an array, not a number)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=StrictCharField(allow_blank=True, trim_whitespace=False), **kwargs)
+
+
 class InteractionInputSerializer(StrictInputSerializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True)
     model_name = StrictCharField(
@@ -43,19 +62,15 @@ class InteractionInputSerializer(StrictInputSerializer):
         trim_whitespace=False,
         help_text="The system prompt, sent first with the role above.",
     )
-    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
-    max_tokens = serializers.IntegerField(
+    temperature = StrictFloatField(min_value=0.0, max_value=2.0, required=False, allow_null=True)
+    max_tokens = StrictIntegerField(
         min_value=1,
         max_value=settings.LLM_MAX_OUTPUT_TOKENS,
         required=False,
         allow_null=True,
         help_text="Cap on the tokens of each reply; null means the server's cap.",
     )
-    metadata = serializers.JSONField(
-        required=False,
-        validators=[validate_metadata],
-        help_text=f"Up to {METADATA_MAX_KEYS} string keys with string values.",
-    )
+    metadata = MetadataField(required=False, validators=[validate_metadata])
 
 
 class InteractionSerializer(serializers.ModelSerializer[Interaction]):

@@ -108,7 +108,7 @@ def test_delete_removes_the_interaction_and_its_messages(api, interaction):
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 10**9}, "max_tokens"),
         ({"metadata": ["not", "a", "map"]}, "metadata"),
-        ({"metadata": {"k": 1}}, "metadata"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k": "v" * 513}}, "metadata"),
         ({"title": "t" * 201}, "title"),

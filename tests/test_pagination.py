@@ -104,7 +104,6 @@ def test_limit_defaults_to_20_and_is_capped_at_100(api, user):
         ({"order": "sideways"}, "order"),
         ({"after": "not-an-id"}, "after"),
         ({"before": "12"}, "before"),
-        ({"after": "018f0000-0000-7000-8000-000000000000"}, "after"),
     ],
 )
 def test_bad_list_parameters_answer_400_naming_the_parameter(api, interaction, params, param):
@@ -114,13 +113,28 @@ def test_bad_list_parameters_answer_400_naming_the_parameter(api, interaction, p
     assert response.json()["error"]["param"] == param
 
 
-def test_after_and_before_together_are_refused(api, interaction, ten_messages):
-    response = api.get(
-        f"/api/v1/interactions/{interaction.pk}/messages/",
-        {"after": str(ten_messages[0].pk), "before": str(ten_messages[5].pk)},
-    )
+@pytest.mark.parametrize("param", ["after", "before"])
+def test_a_cursor_that_is_not_in_the_list_answers_404_naming_it(api, interaction, other_user, param):
+    someone_elses = MessageFactory(interaction=InteractionFactory(owner=other_user))
+    for cursor in ("018f0000-0000-7000-8000-000000000000", str(someone_elses.pk)):
+        response = api.get(f"/api/v1/interactions/{interaction.pk}/messages/", {param: cursor})
 
-    assert response.status_code == 400
+        assert response.status_code == 404
+        assert response.json()["error"]["param"] == param
+
+
+def test_after_and_before_together_return_the_window_between_them(api, interaction, ten_messages):
+    ascending = page(api, interaction, after=str(ten_messages[1].pk), before=str(ten_messages[6].pk))
+    limited = page(api, interaction, limit=2, after=str(ten_messages[1].pk), before=str(ten_messages[6].pk))
+    descending = page(api, interaction, order="desc", after=str(ten_messages[6].pk), before=str(ten_messages[1].pk))
+    empty = page(api, interaction, after=str(ten_messages[6].pk), before=str(ten_messages[1].pk))
+
+    assert contents(ascending) == ["m2", "m3", "m4", "m5"]
+    assert ascending["has_more"] is False
+    assert contents(limited) == ["m2", "m3"]
+    assert limited["has_more"] is True
+    assert contents(descending) == ["m5", "m4", "m3", "m2"]
+    assert contents(empty) == []
 
 
 def test_interaction_list_pages_by_activity(api, user):
