@@ -573,6 +573,9 @@ class Bench:
             # One user drives everything: a per-second window keeps its throttle history (a
             # list the throttle rewrites on every request) as long as production's 600/minute.
             "API_THROTTLE_RATE": "1000000/second",
+            "API_MESSAGE_POST_THROTTLE_RATE": "1000000/second",
+            # Without DEBUG the server refuses to start without a key of its own.
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "h" * 40,
             "MONGODB_URI": "",
             "REDIS_URL": "",
             "LOG_LEVEL": "WARNING",

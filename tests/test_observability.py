@@ -145,6 +145,8 @@ def test_with_the_database_unreachable_healthz_lives_readyz_is_503_and_errors_na
         MONGODB_URI="",
         REDIS_URL="",
         LOG_LEVEL="CRITICAL",
+        # The tests' key (pyproject.toml): without DEBUG the settings have none of their own.
+        DJANGO_SECRET_KEY=__import__("os").environ["DJANGO_SECRET_KEY"],
         # A file in a directory that does not exist: SQLite cannot open it.
         DATABASE_URL=f"sqlite:///{tmp_path / 'missing-directory' / 'db.sqlite3'}",
     )
