@@ -18,6 +18,8 @@ API_PREFIX = "/api/"
 # Every query parameter of the API is an id, a number or a word; anything longer is refused
 # here, before it reaches a cache key or a query.
 QUERY_VALUE_MAX_CHARS = 200
+# `stream` (messages, retry) is a boolean wherever it is accepted; "1"/"0" are kept for old clients.
+BOOLEAN_QUERY_VALUES = {"true", "false", "1", "0"}
 # Idempotency-Key is an opaque string of visible ASCII (the IETF draft's sf-string): nothing
 # that a proxy may re-encode on the way, and always storable.
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -243,8 +245,9 @@ class ApiPathMiddleware:
 class ApiInputMiddleware:
     """Refuse, in the error envelope, API query values and headers that no operation accepts.
 
-    Query values longer than QUERY_VALUE_MAX_CHARS, and an Idempotency-Key that is not visible
-    ASCII, answer 400 naming the parameter; nothing else of the request is looked at.
+    Query values longer than QUERY_VALUE_MAX_CHARS, a `stream` that is not a boolean, and an
+    Idempotency-Key that is not visible ASCII answer 400 naming the parameter; nothing else of
+    the request is looked at.
     (Lone surrogates cannot arrive here: WSGI decodes headers as Latin-1 and Django decodes
     query strings with replacement characters; JSON bodies are checked by core.parsers.)
     """
@@ -269,6 +272,9 @@ class ApiInputMiddleware:
                         code="query_value_too_long",
                         param=printable(name, max_chars=40),
                     )
+        stream = request.GET.get("stream")
+        if stream is not None and stream.lower() not in BOOLEAN_QUERY_VALUES:
+            return _bad_request("Query parameter stream: `true` or `false`.", code="invalid_boolean", param="stream")
         key = request.headers.get("Idempotency-Key")
         if key is not None and not _VISIBLE_ASCII.fullmatch(key):
             return _bad_request(

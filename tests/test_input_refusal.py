@@ -226,3 +226,11 @@ def test_an_idempotency_key_that_is_not_visible_ascii_is_refused_and_nothing_is_
 
     assert_refused(response, code="invalid_idempotency_key", param="Idempotency-Key")
     assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["null", "-2.5", "yes", ""])
+def test_a_stream_query_value_that_is_not_a_boolean_is_refused_and_nothing_is_stored(api, interaction, value):
+    response = post_json(api, f"{INTERACTIONS}{interaction.pk}/messages/?stream={value}", {"content": "hi"})
+
+    assert_refused(response, code="invalid_boolean", param="stream")
+    assert not Message.objects.exists()
