@@ -4,7 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.serializers import StrictCharField, StrictInputSerializer
+from core.serializers import StrictBooleanField, StrictCharField, StrictInputSerializer
 from messages_app.models import Message, MessageRole
 
 
@@ -15,7 +15,7 @@ class MessageInputSerializer(StrictInputSerializer):
         help_text="Only `user` messages get an assistant reply; others are stored as given.",
     )
     content = StrictCharField(max_length=settings.MESSAGE_CONTENT_MAX_CHARS, trim_whitespace=False, allow_blank=False)
-    stream = serializers.BooleanField(
+    stream = StrictBooleanField(
         default=False,
         help_text="Answer `text/event-stream` with the reply as it is generated (same as `?stream=true`).",
     )

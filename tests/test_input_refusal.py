@@ -234,3 +234,33 @@ def test_a_stream_query_value_that_is_not_a_boolean_is_refused_and_nothing_is_st
 
     assert_refused(response, code="invalid_boolean", param="stream")
     assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"content": "hi", "stream": 0}, "stream"),
+        ({"content": "hi", "stream": "true"}, "stream"),
+    ],
+)
+def test_message_fields_take_json_types_only(api, interaction, body, param):
+    assert_refused(post_json(api, f"{INTERACTIONS}{interaction.pk}/messages/", body), code="invalid", param=param)
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"temperature": False}, "temperature"),
+        ({"temperature": "0.5"}, "temperature"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": "12"}, "max_tokens"),
+        ({"metadata": ["not", "an", "object"]}, "metadata"),
+    ],
+)
+def test_interaction_fields_take_json_types_only(api, body, param):
+    response = post_json(api, INTERACTIONS, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+    assert not Interaction.objects.exists()
