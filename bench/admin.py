@@ -42,6 +42,8 @@ def django_setup(workdir: Path) -> None:
             "DJANGO_SETTINGS_MODULE": "chatproject.settings",
             "DATABASE_URL": f"sqlite:///{workdir / 'small.sqlite3'}",
             "DJANGO_DEBUG": "false",
+            # Without DEBUG the settings have no secret key of their own.
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "a" * 40,
             "DJANGO_ALLOWED_HOSTS": "testserver,localhost",
             "LLM_PROVIDER": "offline",
             "OPENAI_API_KEY": "",

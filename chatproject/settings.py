@@ -221,7 +221,7 @@ API_CACHE_TIMEOUT_SECONDS = env.int("API_CACHE_TIMEOUT_SECONDS", default=300)
 
 # django-axes checks every authenticate() call (admin login, token exchange) first.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "core.auth.LoginLockoutBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 

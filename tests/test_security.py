@@ -313,3 +313,11 @@ def test_compose_gives_prometheus_the_token_the_app_expects():
 
     assert "credentials_file: metrics-token" in scrape
     assert f'METRICS_BEARER_TOKEN: "${{METRICS_BEARER_TOKEN:-{token_file.read_text().strip()}}}"' in compose
+
+
+def test_a_login_without_a_request_still_checks_the_password():
+    UserFactory(username="alice")
+    client = Client()
+
+    assert client.login(username="alice", password="wrong") is False
+    assert client.login(username="alice", password=PASSWORD) is True
