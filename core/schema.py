@@ -79,7 +79,8 @@ def postprocess_schema(result: dict[str, Any], generator: Any, request: Any, pub
     - Every API operation may answer 400, 401 and 429 in the error envelope; one with a body
       also 413 and 415; one on an object also 404.
     - Input objects allow no other property (unknown fields answer 400).
-    - An event stream is described event by event: its event types, and what each one's data is.
+    - An event stream is described event by event: its event types, and what each one's data is;
+      errors are JSON only, also where the success may stream.
     - Idempotency-Key is 1 to 255 visible ASCII characters.
     """
     error = {"$ref": "#/components/schemas/Error"}
@@ -100,9 +101,15 @@ def postprocess_schema(result: dict[str, Any], generator: Any, request: Any, pub
                 errors.update(BODY_ERRORS)
             if any(parameter["in"] == "path" or parameter["name"] in ("after", "before") for parameter in parameters):
                 errors[404] = "No such object (or a list cursor not in the list), or it belongs to another user."
-            for response in operation["responses"].values():
-                if "text/event-stream" in response.get("content", {}):
-                    response["content"]["text/event-stream"]["schema"] = dict(SERVER_SENT_EVENT)
+            for status_code, response in operation["responses"].items():
+                content = response.get("content", {})
+                if "text/event-stream" not in content:
+                    continue
+                if str(status_code).startswith("2"):
+                    content["text/event-stream"]["schema"] = dict(SERVER_SENT_EVENT)
+                else:
+                    # Errors found before the first event answer JSON, also to an SSE client.
+                    del content["text/event-stream"]
             for status_code, description in errors.items():
                 operation["responses"].setdefault(
                     str(status_code), {"description": description, "content": {"application/json": {"schema": error}}}

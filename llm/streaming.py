@@ -1,5 +1,8 @@
 """Server-sent events for a reply being generated.
 
+A client asks for them with `stream=true` or by accepting only `text/event-stream`; an
+idempotent replay asked for that way answers its stored result as events (replayed_events).
+
 Events, in order: `message.created` (the stored user message; absent on retry),
 `reply.created` (the stored `in_progress` reply), `reply.delta` (`{"id", "delta"}`, as
 text arrives), then `reply.completed` (the stored reply) or `error` (the error envelope
@@ -8,7 +11,7 @@ how long it asked to wait in `error.details.retry_after_seconds`).
 """
 
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -83,6 +86,17 @@ def _final_event(reply: Message) -> bytes:
         },
     )
     return sse("error", body)
+
+
+def replayed_events(*, message: Message, reply: Message) -> Iterator[bytes]:
+    """The stored result of an idempotent replay asked for as a stream, as the events its own
+    stream had: `message.created`, `reply.created`, the whole text in one `reply.delta`, then
+    `reply.completed` or `error`. No model is called."""
+    yield sse("message.created", MessageSerializer(message).data)
+    yield sse("reply.created", MessageSerializer(reply).data)
+    if reply.content:
+        yield sse("reply.delta", {"id": str(reply.pk), "delta": reply.content})
+    yield _final_event(reply)
 
 
 class ReplyEventStream:

@@ -2,6 +2,7 @@
 not, idempotent), retrying a reply. The views parse and serialise; llm.services decides.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -10,18 +11,21 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.auth import request_user
 from core.errors import ApplicationError
 from core.pagination import ListPagination
+from core.renderers import EventStreamRenderer, asks_for_event_stream, json_unless_streamed
 from core.schema import error_responses
 from core.serializers import parse_id
+from core.throttling import FailOpenUserRateThrottle, MessagePostRateThrottle
 from interactions.cache import cached
 from interactions.models import Interaction
 from llm.services import MessagePosted, message_post, reply_retry, reply_retry_start
-from llm.streaming import ReplyEventStream
+from llm.streaming import ReplyEventStream, replayed_events
 from messages_app.errors import ReplyFailed
 from messages_app.models import Message, MessageStatus
 from messages_app.selectors import message_get, message_list
@@ -31,7 +35,10 @@ from messages_app.services import interaction_get_finalised
 IDEMPOTENCY_KEY_MAX_CHARS = 255
 
 STREAM_DESCRIPTION = (
-    "With `stream=true` (body field or query parameter) the answer is `text/event-stream`: "
+    "With `stream=true` (body field or query parameter), or `Accept: text/event-stream` alone (what "
+    "EventSource-style clients send), the answer is `text/event-stream`; an error found before the "
+    "first event answers JSON with its status, and an idempotent replay answers its stored result "
+    "as events: "
     "`message.created` (the stored user message), `reply.created` (the stored in-progress reply), "
     '`reply.delta` events (`{"id", "delta"}`), then `reply.completed` (the stored reply, with usage '
     "and timings) or `error` (the error envelope; the stored reply is in `error.details.reply`). "
@@ -63,7 +70,7 @@ EVENT_STREAM = OpenApiResponse(
 )
 
 
-def _event_stream_response(stream: ReplyEventStream) -> StreamingHttpResponse:
+def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx-style proxies not to buffer the events.
@@ -117,6 +124,20 @@ class MessageViewSet(viewsets.ViewSet):
     serializer_class = MessageSerializer
     queryset = Message.objects.none()
 
+    # Posting and retrying spend model money: a stricter per-user limit besides the general one.
+    throttle_classes = [FailOpenUserRateThrottle, MessagePostRateThrottle]
+
+    def get_renderers(self) -> list[BaseRenderer]:
+        renderers = super().get_renderers()
+        if self.action in ("create", "retry"):
+            # An SSE client accepts only text/event-stream: that asks for a stream.
+            renderers.append(EventStreamRenderer())
+        return renderers
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # An error found before the first byte of a stream answers JSON with its status.
+        return json_unless_streamed(super().finalize_response(request, response, *args, **kwargs))
+
     def _interaction(self, request: Request, interaction_id: str) -> Interaction:
         # Abandoned replies are finalised before anything is read from the cache.
         return interaction_get_finalised(
@@ -154,6 +175,10 @@ class MessageViewSet(viewsets.ViewSet):
         if posted.claim is not None and posted.reply is not None:
             stream = ReplyEventStream(reply=posted.reply, claim=posted.claim, user_message=posted.message)
             return _event_stream_response(stream)
+        if posted.replayed and posted.reply is not None and (data["stream"] or _stream_requested(request)):
+            replayed = _event_stream_response(replayed_events(message=posted.message, reply=posted.reply))
+            replayed["Idempotent-Replayed"] = "true"
+            return replayed
         return _created_response(posted)
 
     @action(detail=True, methods=["post"])
@@ -170,7 +195,7 @@ class MessageViewSet(viewsets.ViewSet):
 
 
 def _stream_requested(request: Request) -> bool:
-    return request.query_params.get("stream", "").lower() in ("true", "1")
+    return asks_for_event_stream(request) or request.query_params.get("stream", "").lower() in ("true", "1")
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -321,3 +321,22 @@ def test_a_login_without_a_request_still_checks_the_password():
 
     assert client.login(username="alice", password="wrong") is False
     assert client.login(username="alice", password=PASSWORD) is True
+
+
+def test_posting_messages_has_a_stricter_per_user_limit_than_reading(monkeypatch, api, other_api, user, other_user):
+    from tests.factories import InteractionFactory
+
+    throttle_rates(monkeypatch, message_post="2/minute")
+    mine = InteractionFactory(owner=user)
+    theirs = InteractionFactory(owner=other_user)
+    url = f"/api/v1/interactions/{mine.pk}/messages/"
+
+    posted = [api.post(url, {"content": f"m{n}", "role": "system"}, format="json").status_code for n in range(3)]
+    listed = api.get(url)
+    someone_else = other_api.post(
+        f"/api/v1/interactions/{theirs.pk}/messages/", {"content": "hi", "role": "system"}, format="json"
+    )
+
+    assert posted == [201, 201, 429]
+    assert listed.status_code == 200
+    assert someone_else.status_code == 201
