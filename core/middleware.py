@@ -272,6 +272,9 @@ class ApiInputMiddleware:
                         code="query_value_too_long",
                         param=printable(name, max_chars=40),
                     )
+        if request.GET.get("format") == "":
+            # DRF takes an empty format for none and answers in the default one.
+            return _bad_request("Query parameter format may not be empty.", code="invalid_format", param="format")
         stream = request.GET.get("stream")
         if stream is not None and stream.lower() not in BOOLEAN_QUERY_VALUES:
             return _bad_request("Query parameter stream: `true` or `false`.", code="invalid_boolean", param="stream")
