@@ -112,7 +112,8 @@ def post_until_accepted(client: Client, interaction_id: str, content: str, key: 
         if time.monotonic() > deadline:
             client.stats.violation(f"{content!r} not accepted before the deadline (last {status})")
             return
-        time.sleep(random.uniform(0.005, 0.05))
+        # Back off as a polite client does: the reply slot frees when the reply is stored.
+        time.sleep(random.uniform(0.05, 0.25))
 
 
 def own_interaction_client(port: int, token: str, stats: Stats, index: int, messages: int, deadline: float) -> str:
@@ -322,12 +323,13 @@ def main() -> int:
             def run_own(index: int = index) -> None:
                 own_ids[index] = own_interaction_client(port, tokens[index], stats, index, args.messages, deadline)
 
-            threads.append(threading.Thread(target=run_own))
+            threads.append(threading.Thread(target=run_own, daemon=True))
         for index in range(args.shared_clients):
             threads.append(
                 threading.Thread(
                     target=shared_interaction_client,
                     args=(port, shared_token, stats, shared["id"], index, args.shared_messages, deadline),
+                    daemon=True,
                 )
             )
         started = time.monotonic()
