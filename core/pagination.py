@@ -30,6 +30,17 @@ class ListParamsSerializer(serializers.Serializer):
     before = serializers.UUIDField(required=False)
 
 
+def list_params_key(request: Request) -> str:
+    """The list parameters of `request`, validated, in one canonical spelling (for cache keys and ETags).
+
+    Two requests for the same page get the same key however their query strings are spelled
+    (order of parameters, defaults left out, unknown ones); invalid parameters answer 400.
+    """
+    params = ListParamsSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    return "&".join(f"{name}={params.validated_data[name]}" for name in sorted(params.validated_data))
+
+
 def keyset_filter(sort_field: str, value: Any, pk: Any, *, forward: bool) -> Q:
     """The rows after (sort value, pk) in the walking direction.
 

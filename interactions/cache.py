@@ -9,15 +9,27 @@
   cached before it expire after LIST_CACHE_TIMEOUT_SECONDS at the latest.
 
 Cache errors never fail a request: they are counted and the request reads the database.
+
+What is cached is the rendered JSON body (cached_response), so a hit costs one cache read:
+no serializer, no rendering. Pollers get an ETag derived from the interaction's version,
+read from the database row like the keys above; `If-None-Match` with it answers 304 and
+no body, so an idle poll costs the authentication, that one indexed read and nothing else.
 """
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpResponse, HttpResponseNotModified
+from django.http.response import HttpResponseBase
+from django.utils.http import parse_etags
 from prometheus_client import Counter
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from core.cache import cache_call as _safe
 
@@ -55,3 +67,37 @@ def cached(key: str, compute: Callable[[], T], *, timeout: int | None = None) ->
     ttl = settings.API_CACHE_TIMEOUT_SECONDS if timeout is None else timeout
     _safe("set", lambda: cache.set(key, value, timeout=ttl), None)
     return value
+
+
+def version_etag(*parts: Any) -> str:
+    """A weak ETag for a response that changes only when `parts` do (an id and version, list parameters)."""
+    digest = hashlib.blake2b(":".join(str(part) for part in parts).encode(), digest_size=12).hexdigest()
+    return f'W/"{digest}"'
+
+
+def cached_response(
+    request: Request, *, key: str, compute: Callable[[], Any], etag: str | None = None, timeout: int | None = None
+) -> HttpResponseBase:
+    """A cacheable read's response: 304 when the client holds `etag`, else the body, rendered once and cached.
+
+    `key` and `etag` must come from what this request read from the database (the
+    interaction's version) or validated, never from the cache itself. JSON clients get the
+    cached rendered bytes; other renderers (the browsable API) get the cached data rendered.
+    """
+    if etag is not None and etag.removeprefix("W/") in {
+        tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))
+    }:
+        response: HttpResponseBase = HttpResponseNotModified()
+    elif isinstance(getattr(request, "accepted_renderer", None), JSONRenderer):
+        renderer: JSONRenderer = request.accepted_renderer  # type: ignore[assignment]
+        media_type = request.accepted_media_type
+
+        def rendered() -> bytes:
+            return renderer.render(compute(), media_type, {"request": request})
+
+        response = HttpResponse(cached(f"{key}:{media_type}", rendered, timeout=timeout), content_type=media_type)
+    else:
+        response = Response(cached(key, compute, timeout=timeout))
+    if etag is not None:
+        response["ETag"] = etag
+    return response

@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,10 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.auth import request_user
-from core.pagination import ListPagination
+from core.pagination import ListPagination, list_params_key
 from core.schema import error_responses
 from core.serializers import parse_id
-from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached, owner_list_version
+from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached_response, owner_list_version, version_etag
 from interactions.models import Interaction
 from interactions.selectors import interaction_list
 from interactions.serializers import InteractionInputSerializer, InteractionSerializer
@@ -78,18 +79,19 @@ class InteractionViewSet(viewsets.ViewSet):
             owner=request_user(request), interaction_id=parse_id(pk, param="interaction_id")
         )
 
-    def list(self, request: Request) -> Response:
+    def list(self, request: Request) -> HttpResponseBase:
         owner = request_user(request)
         # Abandoned replies are finalised (counters and versions updated) before the cache is read.
         owner_abandoned_replies_finalise(owner=owner)
-        key = f"interactions:list:{owner.pk}:{owner_list_version(owner.pk)}:{request.GET.urlencode()}"
+        key = f"interactions:list:{owner.pk}:{owner_list_version(owner.pk)}:{list_params_key(request)}"
 
         def page() -> dict[str, Any]:
             paginator = ListPagination()
             rows = paginator.paginate_queryset(interaction_list(owner=owner), request, view=self)
             return paginator.page_body(InteractionSerializer(rows, many=True).data)
 
-        return Response(cached(key, page, timeout=LIST_CACHE_TIMEOUT_SECONDS))
+        # No ETag: the list's version lives in the cache, not in a row this request read.
+        return cached_response(request, key=key, compute=page, timeout=LIST_CACHE_TIMEOUT_SECONDS)
 
     def create(self, request: Request) -> Response:
         serializer = InteractionInputSerializer(data=request.data)
@@ -97,10 +99,14 @@ class InteractionViewSet(viewsets.ViewSet):
         interaction = interaction_create(owner=request_user(request), **serializer.validated_data)
         return Response(InteractionSerializer(interaction).data, status=status.HTTP_201_CREATED)
 
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: Request, pk: str) -> HttpResponseBase:
         interaction = self._interaction(request, pk)
-        key = f"interactions:detail:{interaction.pk}:{interaction.version}"
-        return Response(cached(key, lambda: InteractionSerializer(interaction).data))
+        return cached_response(
+            request,
+            key=f"interactions:detail:{interaction.pk}:{interaction.version}",
+            compute=lambda: InteractionSerializer(interaction).data,
+            etag=version_etag(interaction.pk, interaction.version),
+        )
 
     def partial_update(self, request: Request, pk: str) -> Response:
         interaction = self._interaction(request, pk)

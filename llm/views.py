@@ -17,12 +17,12 @@ from rest_framework.response import Response
 
 from core.auth import request_user
 from core.errors import ApplicationError
-from core.pagination import ListPagination
+from core.pagination import ListPagination, list_params_key
 from core.renderers import EventStreamRenderer, asks_for_event_stream, json_unless_streamed
 from core.schema import error_responses
 from core.serializers import parse_id
 from core.throttling import FailOpenUserRateThrottle, MessagePostRateThrottle
-from interactions.cache import cached
+from interactions.cache import cached_response, version_etag
 from interactions.models import Interaction
 from llm.services import MessagePosted, message_post, reply_retry, reply_retry_start
 from llm.streaming import ReplyEventStream, replayed_events
@@ -144,16 +144,21 @@ class MessageViewSet(viewsets.ViewSet):
             owner=request_user(request), interaction_id=parse_id(interaction_id, param="interaction_id")
         )
 
-    def list(self, request: Request, interaction_id: str) -> Response:
+    def list(self, request: Request, interaction_id: str) -> HttpResponseBase:
         interaction = self._interaction(request, interaction_id)
-        key = f"messages:list:{interaction.pk}:{interaction.version}:{request.GET.urlencode()}"
+        params = list_params_key(request)
 
         def page() -> dict[str, Any]:
             paginator = ListPagination()
             rows = paginator.paginate_queryset(message_list(interaction=interaction), request, view=self)
             return paginator.page_body(MessageSerializer(rows, many=True).data)
 
-        return Response(cached(key, page))
+        return cached_response(
+            request,
+            key=f"messages:list:{interaction.pk}:{interaction.version}:{params}",
+            compute=page,
+            etag=version_etag(interaction.pk, interaction.version, params),
+        )
 
     def retrieve(self, request: Request, interaction_id: str, pk: str) -> Response:
         interaction = self._interaction(request, interaction_id)
