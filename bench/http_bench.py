@@ -357,7 +357,9 @@ def wrk(
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"([0-9]+) requests in", output).group(1))  # type: ignore[union-attr]
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
+    if set(latency) != {"50", "99"}:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
     errors = 0
     if found := re.search(r"Non-2xx or 3xx responses: ([0-9]+)", output):
         errors += int(found.group(1))
@@ -549,8 +551,11 @@ def sse_event(event: bytes) -> tuple[str, bool]:
 
 
 class Bench:
-    def __init__(self, profile: Profile, workdir: Path, server_env: dict[str, str]) -> None:
+    def __init__(
+        self, profile: Profile, workdir: Path, server_env: dict[str, str], before_env: dict[str, str] | None = None
+    ) -> None:
         self.profile = profile
+        self.before_env = before_env
         self.workdir = workdir
         self.model = ModelServer()
         self.blocking_log = workdir / "blocking.jsonl"
@@ -580,15 +585,29 @@ class Bench:
             "REDIS_URL": "",
             "LOG_LEVEL": "WARNING",
             "GUNICORN_LOG_LEVEL": "warning",
-            "GEVENT_MONITOR_THREAD_ENABLE": "true",
-            "GEVENT_MAX_BLOCKING_TIME": "0.05",
-            "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "false",
-            "BENCH_BLOCKING_LOG": str(self.blocking_log),
             **server_env,
         }
         self.data = Data(workdir, self.env)
         self.auth = {"Authorization": f"Token {self.data.token}"}
         self.servers: dict[str, Server] = {}
+
+    def monitored(self) -> Server:
+        """A server like `main` with gevent's blocking monitor on (it traces every greenlet switch: a cost of
+        its own, so the other rows are measured without it)."""
+        return self.server(
+            "monitored",
+            GEVENT_MONITOR_THREAD_ENABLE="true",
+            GEVENT_MAX_BLOCKING_TIME="0.05",
+            GEVENT_MONITOR_PRINT_BLOCKING_REPORTS="false",
+            BENCH_BLOCKING_LOG=str(self.blocking_log),
+        )
+
+    def blocking(self) -> list[Row]:
+        """The largest sweep level on the monitored server, non-streamed and streamed."""
+        clients = max(self.profile.sweep)
+        return [
+            self.sweep_level(self.monitored(), clients, stream=stream, suffix="_monitored") for stream in (False, True)
+        ]
 
     def server(self, name: str, **env: str) -> Server:
         if name not in self.servers:
@@ -659,6 +678,21 @@ class Bench:
                 "",
                 self.get(main, "/bench/floor/bare/"),
                 self.authed(main, "/bench/floor/drf/"),
+            ),
+            *(
+                [
+                    self.row(
+                        "floor_drf_get_vs_bare_before",
+                        f"the same on a server with the previous configuration {self.before_env}",
+                        "bare Django JSON view",
+                        "authenticated DRF GET",
+                        "",
+                        self.get(self.server("before", **self.before_env), "/bench/floor/bare/"),
+                        self.authed(self.server("before", **self.before_env), "/bench/floor/drf/"),
+                    )
+                ]
+                if self.before_env is not None
+                else []
             ),
             self.row(
                 "floor_bare_recycling_1000_vs_off",
@@ -927,55 +961,67 @@ class Bench:
         return row
 
     def sweep(self, *, stream: bool) -> list[Row]:
-        main = self.server("main")
+        """Each level on the server as configured, and (with --before-env) on the previous configuration."""
+        servers = [("", self.server("main"))]
+        if self.before_env is not None:
+            servers.append(("_before", self.server("before", **self.before_env)))
+        rows = []
+        for level, clients in enumerate(self.profile.sweep):
+            order = servers if level % 2 == 0 else servers[::-1]
+            for suffix, server in order:
+                rows.append(self.sweep_level(server, clients, stream=stream, suffix=suffix))
+        return rows
+
+    def sweep_level(self, server: Server, clients: int, *, stream: bool, suffix: str) -> Row:
         p = self.profile
         model = f"bench-{p.model_seconds:g}s-{p.stream_deltas}w"
-        rows = []
-        for clients in p.sweep:
-            interactions = [self.data.interaction(model=model, title="sweep") for _ in range(clients)]
-            before = {"gunicorn": cpu_seconds(main.pids()), "model": cpu_seconds([self.model.process.pid])}
-            load_before = os.times()
-            started = time.monotonic()
-            outcome = asyncio.run(self.closed_loop(main, interactions, stream=stream))
-            wall = time.monotonic() - started
-            load_after = os.times()
-            cpu = {
-                "gunicorn": round((cpu_seconds(main.pids()) - before["gunicorn"]) / wall * 100, 1),
-                "model_server": round((cpu_seconds([self.model.process.pid]) - before["model"]) / wall * 100, 1),
-                "load_generator": round(
-                    ((load_after.user - load_before.user) + (load_after.system - load_before.system)) / wall * 100, 1
-                ),
-            }
-            in_progress = self.data.in_progress()
-            ideal = clients / p.model_seconds
-            latencies = sorted(outcome["latencies"])
-            row = Row(
-                name=f"in_flight_{'streamed' if stream else 'non_streamed'}_{clients}_clients",
-                description=f"{clients} clients, each POSTing a message and waiting for the whole reply, again and "
-                f"again, to a {p.model_seconds:g} s model" + (f" streaming {p.stream_deltas} deltas" if stream else ""),
-                unit="replies/s",
-                baseline_label=f"ideal: {clients} clients / {p.model_seconds:g} s",
-                subject_label="completed replies/s",
-                baseline=ideal,
-                subject=outcome["throughput"],
-                ratio=outcome["throughput"] / ideal,
-                target=">= 0.75 of ideal, 0 errors, 0 left in_progress" if clients == max(p.sweep) else "",
-                rounds=1,
-                notes={
-                    "p50_s": round(statistics.median(latencies), 3) if latencies else None,
-                    "p99_s": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 3) if latencies else None,
-                    "completed": outcome["completed"],
-                    "errors": outcome["errors"],
-                    "error_kinds": outcome["error_kinds"],
-                    "left_in_progress": in_progress,
-                    "cpu_percent": cpu,
-                    "load_average": os.getloadavg(),
-                    "worker_files": {pid: open_files(pid) for pid in main.workers()},
-                },
-            )
-            report(row)
-            rows.append(row)
-        return rows
+        interactions = [self.data.interaction(model=model, title="sweep") for _ in range(clients)]
+        before = {"gunicorn": cpu_seconds(server.pids()), "model": cpu_seconds([self.model.process.pid])}
+        load_before = os.times()
+        started = time.monotonic()
+        outcome = asyncio.run(self.closed_loop(server, interactions, stream=stream))
+        wall = time.monotonic() - started
+        load_after = os.times()
+        cpu = {
+            "gunicorn": round((cpu_seconds(server.pids()) - before["gunicorn"]) / wall * 100, 1),
+            "model_server": round((cpu_seconds([self.model.process.pid]) - before["model"]) / wall * 100, 1),
+            "load_generator": round(
+                ((load_after.user - load_before.user) + (load_after.system - load_before.system)) / wall * 100, 1
+            ),
+        }
+        time.sleep(1)  # Requests cut off by the window's end have finished.
+        in_progress = self.data.in_progress()
+        ideal = clients / p.model_seconds
+        latencies = sorted(outcome["latencies"])
+        row = Row(
+            name=f"in_flight_{'streamed' if stream else 'non_streamed'}_{clients}_clients{suffix}",
+            description=f"{clients} clients, each POSTing a message and waiting for the whole reply, again and "
+            f"again, to a {p.model_seconds:g} s model"
+            + (f" streaming {p.stream_deltas} deltas" if stream else "")
+            + (f"; server env {self.before_env}" if suffix == "_before" else "")
+            + ("; gevent's blocking monitor on" if suffix == "_monitored" else ""),
+            unit="replies/s",
+            baseline_label=f"ideal: {clients} clients / {p.model_seconds:g} s",
+            subject_label="completed replies/s",
+            baseline=ideal,
+            subject=outcome["throughput"],
+            ratio=outcome["throughput"] / ideal,
+            target=">= 0.75 of ideal, 0 errors, 0 left in_progress" if clients == max(p.sweep) and not suffix else "",
+            rounds=1,
+            notes={
+                "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+                "p99_s": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 3) if latencies else None,
+                "completed": outcome["completed"],
+                "errors": outcome["errors"],
+                "error_kinds": outcome["error_kinds"],
+                "left_in_progress": in_progress,
+                "cpu_percent": cpu,
+                "load_average": os.getloadavg(),
+                "worker_files": {pid: open_files(pid) for pid in server.workers()},
+            },
+        )
+        report(row)
+        return row
 
     async def closed_loop(
         self, server: Server, interactions: list[str], *, stream: bool, during: Any = None
@@ -1201,6 +1247,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--server-env", action="append", default=[], help="NAME=VALUE for every server started")
     parser.add_argument("--only", action="append", default=[], help="run only these steps")
+    parser.add_argument(
+        "--before-env",
+        action="append",
+        default=None,
+        help="NAME=VALUE of a previous server configuration: the floors and the sweep also run on it, interleaved",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: run scripts/install-system-deps (Debian package wrk)", file=sys.stderr)
@@ -1211,7 +1263,8 @@ def main() -> int:
     rows: list[Row] = []
     load_before = os.getloadavg()
     with bench_dir() as workdir:
-        bench = Bench(profile, workdir, server_env)
+        before_env = dict(item.split("=", 1) for item in args.before_env) if args.before_env else None
+        bench = Bench(profile, workdir, server_env, before_env)
         try:
             steps: list[tuple[str, Callable[[], list[Row]]]] = [
                 ("floors", bench.floors),
@@ -1222,6 +1275,7 @@ def main() -> int:
                 ("sweep", lambda: bench.sweep(stream=False) + bench.sweep(stream=True)),
                 ("long_run", lambda: [bench.long_run()]),
                 ("crash", lambda: [bench.crash()]),
+                ("blocking", bench.blocking),
             ]
             for name, step in steps:
                 if args.only and name not in args.only:
@@ -1239,6 +1293,7 @@ def main() -> int:
         "quick": args.quick,
         "profile": asdict(profile),
         "server_env": server_env,
+        "before_env": args.before_env,
         "servers": gunicorn_conf,
         "elapsed_seconds": round(elapsed, 1),
         "machine": {
