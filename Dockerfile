@@ -71,4 +71,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=4)"]
 
+# gunicorn.conf.py: gevent workers (GUNICORN_WORKERS × GUNICORN_WORKER_CONNECTIONS requests in flight).
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "chatproject.wsgi:application"]

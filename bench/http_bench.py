@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -414,7 +415,8 @@ def compare(
             subj, base = subject(), floor()
         floors.append(base)
         subjects.append(subj)
-        ratios.append(subj.rps / base.rps)
+        # A side that answered nothing (workers restarting) is a ratio of 0 or infinity, not a crash.
+        ratios.append(subj.rps / base.rps if base.rps else math.inf)
     return median_result(floors), median_result(subjects), statistics.median(ratios), ratios
 
 
