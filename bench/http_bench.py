@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -312,11 +313,12 @@ class Data:
         assert newest is not None
         return str(newest.pk)
 
-    def in_progress(self) -> int:
-        """Replies stored as in_progress (read with sqlite3 itself: callable from the event loop too)."""
+    def in_progress(self, interactions: list[str]) -> int:
+        """Replies of `interactions` stored as in_progress (read with sqlite3 itself: callable from the event loop)."""
+        ids = {uuid.UUID(pk).hex for pk in interactions}
         with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as database:
-            query = "SELECT COUNT(*) FROM messages_app_message WHERE status = 'in_progress'"
-            return int(database.execute(query).fetchone()[0])
+            query = "SELECT interaction_id FROM messages_app_message WHERE status = 'in_progress'"
+            return sum(1 for (interaction_id,) in database.execute(query) if interaction_id in ids)
 
     def interaction_version(self, interaction_id: str) -> int:
         from interactions.models import Interaction
@@ -992,7 +994,7 @@ class Bench:
             ),
         }
         time.sleep(1)  # Requests cut off by the window's end have finished.
-        in_progress = self.data.in_progress()
+        in_progress = self.data.in_progress(interactions)
         ideal = clients / p.model_seconds
         latencies = sorted(outcome["latencies"])
         row = Row(
@@ -1095,13 +1097,12 @@ class Bench:
             await asyncio.sleep(p.model_seconds * 2 + p.sweep_seconds / 2)
             workers = server.workers()
             victim = max(workers, key=lambda pid: open_files(pid).get("client", 0))
-            killed.update(
-                {"pid": victim, "its_files": open_files(victim), "in_progress_before": self.data.in_progress()}
-            )
+            in_progress = self.data.in_progress(interactions)
+            killed.update({"pid": victim, "its_files": open_files(victim), "in_progress_before": in_progress})
             os.kill(victim, signal.SIGKILL)
 
         outcome = asyncio.run(self.closed_loop(server, interactions, stream=False, during=kill_one_worker()))
-        left = self.data.in_progress()
+        left = self.data.in_progress(interactions)
         time.sleep(2)  # The master notices the death (child_exit) and starts a new worker.
         from messages_app.models import Message
 
@@ -1126,7 +1127,7 @@ class Bench:
                 "killed": killed,
                 "error_kinds": outcome["error_kinds"],
                 "left_in_progress_right_after": left,
-                "left_in_progress_2s_later": self.data.in_progress(),
+                "left_in_progress_2s_later": self.data.in_progress(interactions),
                 "reply_statuses_afterwards": statuses,
             },
         )
