@@ -22,6 +22,12 @@ ErrorSerializer = inline_serializer(
 )
 
 
+NOT_MODIFIED = OpenApiResponse(
+    description="Not modified: `If-None-Match` holds the answer's current `ETag` (it changes with every write "
+    "to the interaction). No body."
+)
+
+
 def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
     descriptions = {
         400: "Invalid request: the field is named in `error.param`.",

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from core.auth import request_user
 from core.pagination import ListPagination, list_params_key
-from core.schema import error_responses
+from core.schema import NOT_MODIFIED, error_responses
 from core.serializers import parse_id
 from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached_response, owner_list_version, version_etag
 from interactions.models import Interaction
@@ -50,7 +50,8 @@ EXPORT_DESCRIPTION = (
         responses={201: InteractionSerializer, **error_responses(400, 413)},
     ),
     retrieve=extend_schema(
-        summary="Get an interaction", responses={200: InteractionSerializer, **error_responses(400, 404)}
+        summary="Get an interaction",
+        responses={200: InteractionSerializer, 304: NOT_MODIFIED, **error_responses(400, 404)},
     ),
     partial_update=extend_schema(
         summary="Change an interaction's title or settings",

@@ -19,7 +19,7 @@ from core.auth import request_user
 from core.errors import ApplicationError
 from core.pagination import ListPagination, list_params_key
 from core.renderers import EventStreamRenderer, asks_for_event_stream, json_unless_streamed
-from core.schema import error_responses
+from core.schema import NOT_MODIFIED, error_responses
 from core.serializers import parse_id
 from core.throttling import FailOpenUserRateThrottle, MessagePostRateThrottle
 from interactions.cache import cached_response, version_etag
@@ -81,7 +81,7 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
 @extend_schema_view(
     list=extend_schema(
         summary="List the messages of an interaction, oldest first",
-        responses={200: MessageSerializer(many=True), **error_responses(400, 404)},
+        responses={200: MessageSerializer(many=True), 304: NOT_MODIFIED, **error_responses(400, 404)},
     ),
     retrieve=extend_schema(summary="Get one message", responses={200: MessageSerializer, **error_responses(400, 404)}),
     create=extend_schema(
