@@ -10,7 +10,8 @@ bytes, and of the per-round time ratios, are reported. The admin pages should co
 both: a ratio near 1.
 
 It also budgets the usage write that each reply's final write adds (usage_record on an existing
-bucket against message_reply_update, the final write itself), interleaved the same way.
+bucket against message_reply_update, the claim-fenced write of the reply's outcome), interleaved
+the same way.
 """
 
 import argparse
@@ -143,10 +144,14 @@ def interleaved_pages(client: Any, small: tuple[Path, str], large: tuple[Path, s
 
 
 def usage_write_budget(path: Path, rounds: int, reps: int) -> dict[str, float]:
-    """usage_record (an existing bucket: one conditional update) against the reply's final write."""
+    """usage_record (an existing bucket: one conditional update) against the write that stores
+    a reply's outcome under its claim (message_reply_update: the fenced update of the reply and
+    the interaction's version; the final write, message_reply_finish, is that plus releasing
+    the slot plus usage_record)."""
     from django.contrib.auth.models import User
 
     from interactions.models import Interaction
+    from interactions.services import interaction_reply_slot_claim
     from messages_app.models import Message, MessageRole, MessageStatus
     from messages_app.services import message_reply_update
     from usage.services import usage_record
@@ -154,13 +159,22 @@ def usage_write_budget(path: Path, rounds: int, reps: int) -> dict[str, float]:
     use_database(path)
     owner = User.objects.get(username="alice")
     interaction = Interaction.objects.filter(owner=owner).first()
-    reply = Message.objects.create(interaction=interaction, role=MessageRole.ASSISTANT, content="")
+    if interaction is None:
+        raise RuntimeError("no interaction to write to")
+    claim = interaction_reply_slot_claim(interaction_id=interaction.pk)
+    reply = Message.objects.create(
+        interaction=interaction,
+        role=MessageRole.ASSISTANT,
+        content="",
+        status=MessageStatus.IN_PROGRESS,
+        claim_token=claim.token,
+    )
     usage_record(user_id=owner.pk, model="m", status="completed", prompt_tokens=1, completion_tokens=1)
 
     def final_write() -> float:
         started = time.perf_counter()
         for _ in range(reps):
-            message_reply_update(reply=reply, content="done", status=MessageStatus.COMPLETED, total_tokens=3)
+            message_reply_update(reply=reply, claim=claim, content="done", total_tokens=3)
         return (time.perf_counter() - started) / reps
 
     def usage_write() -> float:

@@ -37,6 +37,7 @@ from interactions.services import (
     reply_claim_lapsed,
 )
 from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
+from usage.services import UsageNotRecorded, usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -196,14 +197,16 @@ def _reply_write_fenced(*, reply: Message, claim: ReplyClaim, fields: dict[str, 
 
 
 def message_reply_finish(*, reply: Message, claim: ReplyClaim, **fields: Any) -> Message:
-    """The final write of an attempt: its outcome (a status other than `in_progress`), then
-    the slot released. Two writes, each conditional on the claim (see
-    message_reply_update, whose errors it raises). The release is tried twice; if it
+    """The final write of an attempt: its outcome (a status other than `in_progress`), its
+    usage added to the owner's bucket of the day, then the slot released. Writes
+    conditional on the claim (see message_reply_update, whose errors it raises), and one
+    atomic increment (usage.services.usage_record). The release is tried twice; if it
     still fails, the reply is stored all the same and the slot lapses after the lease.
     """
     if fields.get("status", MessageStatus.IN_PROGRESS) == MessageStatus.IN_PROGRESS:
         raise ValueError("A reply's final write must give it a final status.")
     _reply_write_fenced(reply=reply, claim=claim, fields=fields)
+    _reply_usage_record(reply=reply)
     for attempt in (1, 2):
         try:
             interaction_reply_slot_release(interaction=reply.interaction, claim=claim)
@@ -211,6 +214,23 @@ def message_reply_finish(*, reply: Message, claim: ReplyClaim, **fields: Any) ->
         except DatabaseError:
             logger.warning("releasing the reply slot of %s failed (attempt %s)", reply.pk, attempt, exc_info=True)
     return reply
+
+
+def _reply_usage_record(*, reply: Message) -> None:
+    """Count the finished attempt under the model the interaction asks for (the key a quota
+    would use; providers report dated variants). A failure here never fails the reply,
+    which is stored: it is logged, and the bucket misses this reply."""
+    interaction = reply.interaction
+    try:
+        usage_record(
+            user_id=interaction.owner_id,
+            model=interaction.model_name or settings.LLM_DEFAULT_MODEL,
+            status=reply.status,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
+    except (DatabaseError, UsageNotRecorded):
+        logger.warning("usage of reply %s was not recorded", reply.pk, exc_info=True)
 
 
 def message_reply_restart(*, reply: Message, claim: ReplyClaim) -> Message:

@@ -104,6 +104,7 @@ def test_an_anonymous_client_cannot_export(client, conversation):
     assert client.get(url(conversation)).status_code == 401
 
 
+@pytest.mark.sqlite_only(reason="reads the SQL; tests/test_mongodb_contract_admin.py proves the MongoDB chunks")
 def test_the_export_reads_in_keyset_chunks_and_keeps_messages_of_the_same_instant_in_order(
     api, interaction, monkeypatch
 ):

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import close_old_connections, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.factories import UserFactory
 from usage.models import UsageBucket
@@ -46,6 +47,7 @@ def test_each_user_model_and_day_has_its_own_bucket(user, other_user):
 
 
 @pytest.mark.django_db
+@pytest.mark.sqlite_only(reason="reads the SQL; tests/test_mongodb_contract_admin.py proves the MongoDB update")
 def test_an_existing_bucket_is_added_to_in_one_update_without_reading_it(user):
     usage_record(user_id=user.pk, model="m", status="completed", prompt_tokens=1, completion_tokens=1, day=DAY)
 
@@ -178,3 +180,32 @@ def test_usage_buckets_are_read_only_for_staff(staff_client, user):
 
     assert staff_client.get("/admin/usage/usagebucket/add/").status_code == 403
     assert staff_client.post(f"/admin/usage/usagebucket/{stored.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+# --- Recorded by the reply's final write ---------------------------------------------------
+
+
+def todays_bucket(interaction) -> UsageBucket:
+    return UsageBucket.objects.get(user=interaction.owner, model=interaction.model_name, day=timezone.now().date())
+
+
+@pytest.mark.django_db
+def test_a_completed_reply_adds_one_reply_and_its_tokens_to_the_owners_bucket_of_the_day(api, interaction, fake_llm):
+    api.post(f"/api/v1/interactions/{interaction.pk}/messages/", {"content": "hello"}, format="json")
+    api.post(f"/api/v1/interactions/{interaction.pk}/messages/", {"content": "again"}, format="json")
+
+    stored = todays_bucket(interaction)
+    assert (stored.replies_completed, stored.replies_failed) == (2, 0)
+    assert (stored.prompt_tokens, stored.completion_tokens) == (22, 14)
+
+
+@pytest.mark.django_db
+def test_a_failed_and_a_streamed_reply_are_counted_too(api, interaction, fake_llm):
+    fake_llm.then(status=500)
+    api.post(f"/api/v1/interactions/{interaction.pk}/messages/", {"content": "hello"}, format="json")
+    streamed = api.post(f"/api/v1/interactions/{interaction.pk}/messages/?stream=true", {"content": "x"}, format="json")
+    b"".join(streamed.streaming_content)
+
+    stored = todays_bucket(interaction)
+    assert (stored.replies_completed, stored.replies_failed) == (1, 1)
+    assert stored.prompt_tokens == 11
