@@ -31,9 +31,21 @@ POST_WRITES = [
     ("UPDATE", "interactions_interaction"),  # count the reply, under the claim
     ("INSERT", "messages_app_message"),  # the reply, in_progress
     ("UPDATE", "messages_app_message"),  # the reply's outcome, under the claim
+    ("UPDATE", "usage_usagebucket"),  # add to the owner's usage bucket of the day (none yet)
+    ("INSERT", "usage_usagebucket"),  # so it is created
     ("UPDATE", "interactions_interaction"),  # release the slot, bump the version
 ]
-WRITE_NAMES = ["claim", "title", "user_insert", "reply_count", "reply_insert", "reply_final", "release"]
+WRITE_NAMES = [
+    "claim",
+    "title",
+    "user_insert",
+    "reply_count",
+    "reply_insert",
+    "reply_final",
+    "usage_update",
+    "usage_insert",
+    "release",
+]
 
 
 def is_write(sql: str) -> bool:
