@@ -146,6 +146,10 @@ class InteractionAdmin(admin.ModelAdmin):
         matched = Q(title__icontains=term) | Q(owner_id__in=list(owners)) | Q(pk__in=set(with_words))
         return queryset.filter(matched), False
 
+    class Media:
+        # The transcript's styles: a static file, since the Content-Security-Policy allows no inline style.
+        css = {"all": ("admin/interactions/transcript.css",)}
+
     @admin.display(description="Conversation")
     def transcript(self, obj: Interaction) -> SafeString:
         if obj.pk is None:

@@ -61,7 +61,8 @@ def test_paging_cursor_from_another_users_list_is_rejected(api, foreign):
 
     response = api.get(f"/api/v1/interactions/?after={interaction.pk}")
 
-    assert response.status_code == 400
+    # Not in this user's list: 404 naming the cursor, as for any object of someone else's.
+    assert response.status_code == 404
     assert response.json()["error"]["param"] == "after"
 
 
