@@ -1,5 +1,6 @@
 """A cancel cuts the provider call of a reply from outside the blocked read, through the real SDK."""
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -22,12 +23,16 @@ def patient_llm(fake_llm, settings):  # type: ignore[no-untyped-def]
     return fake_llm
 
 
-def cancel_later(scope, seconds: float, cancelled_at: list[float], server) -> threading.Thread:  # type: ignore[no-untyped-def]
-    """Cancel `seconds` after the model server got the request (the call is then blocked on it)."""
+def cancel_later(scope, seconds: float, cancelled_at: list[float], server, model: str) -> threading.Thread:  # type: ignore[no-untyped-def]
+    """Cancel `seconds` after the model server got this request (the call is then blocked on it).
+
+    The request is recognised by its model name: a request left over from an earlier test can
+    reach the shared server after its reset, and must not start the clock.
+    """
 
     def cancel() -> None:
         deadline = time.monotonic() + 20
-        while not server.requests and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not any(r["body"].get("model") == model for r in server.requests):
             time.sleep(0.01)
         time.sleep(seconds)
         cancelled_at.append(time.monotonic())
@@ -41,9 +46,10 @@ def cancel_later(scope, seconds: float, cancelled_at: list[float], server) -> th
 def consume(server, stream: bool, cancel_after: float) -> tuple[list[str], float]:  # type: ignore[no-untyped-def]
     received: list[str] = []
     cancelled_at: list[float] = []
+    request = dataclasses.replace(REQUEST, model=f"m-{uuid.uuid4()}")
     with reply_cancel_scope(uuid.uuid4()) as scope:
-        canceller = cancel_later(scope, cancel_after, cancelled_at, server)
-        chunks = provider_get().chat(REQUEST, stream=stream)
+        canceller = cancel_later(scope, cancel_after, cancelled_at, server, request.model)
+        chunks = provider_get().chat(request, stream=stream)
         with pytest.raises(ReplyCancelled):
             received.extend(chunk.delta for chunk in chunks)
         canceller.join()
@@ -59,7 +65,8 @@ def test_a_cancel_before_the_model_answers_closes_the_connection_the_call_waits_
     assert received == []
     assert patient_llm.hangups, "the model server never saw the connection closed"
     assert patient_llm.hangups[0] - cancelled_at < 1.0
-    assert len(patient_llm.requests) == 1, "the cancelled call was retried"
+    ours = [r for r in patient_llm.requests if r["body"].get("model", "").startswith("m-")]
+    assert len(ours) == 1, "the cancelled call was retried"
 
 
 def test_a_cancel_while_the_model_stalls_before_its_first_token_closes_the_stream(patient_llm):
