@@ -12,15 +12,24 @@ from llm.providers import ChatRequest, provider_get
 from messages_app.models import MessageStatus
 from messages_app.selectors import message_cancel_requested_ids
 from tests.factories import MessageFactory
+from tests.fake_openai import FakeOpenAIServer
 
 REQUEST = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
 
 
 @pytest.fixture
-def patient_llm(fake_llm, settings):  # type: ignore[no-untyped-def]
+def patient_llm(settings):  # type: ignore[no-untyped-def]
+    """A model server of this test's own: the session's shared one can still be answering
+    requests of earlier tests, whose hang-ups and queued behaviours would mix with these."""
+    server = FakeOpenAIServer().start()
+    settings.LLM_PROVIDER = "openai"
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = server.base_url
+    settings.LLM_CONNECT_TIMEOUT_SECONDS = 1.0
     settings.LLM_TIMEOUT_SECONDS = 20
     settings.LLM_MAX_RETRIES = 2  # A cancel must not be retried.
-    return fake_llm
+    yield server
+    server.stop()
 
 
 def cancel_later(scope, seconds: float, cancelled_at: list[float], server, model: str) -> threading.Thread:  # type: ignore[no-untyped-def]
