@@ -36,7 +36,7 @@ def list_params_key(request: Request) -> str:
     Two requests for the same page get the same key however their query strings are spelled
     (order of parameters, defaults left out, unknown ones); invalid parameters answer 400.
     """
-    params = ListParamsSerializer(data=request.query_params)
+    params = ListParamsSerializer(data=request.query_params.dict())
     params.is_valid(raise_exception=True)
     return "&".join(f"{name}={params.validated_data[name]}" for name in sorted(params.validated_data))
 
