@@ -89,6 +89,13 @@ class FakeOpenAIServer:
             time.sleep(0.02)
         return self.in_flight
 
+    def wait_for_hangup(self, timeout: float = 10.0) -> float | None:
+        """When the first client hang-up was noticed, waiting up to `timeout` for one (None if none came)."""
+        deadline = time.monotonic() + timeout
+        while not self.hangups and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.hangups[0] if self.hangups else None
+
     @property
     def last_request(self) -> dict[str, Any]:
         return self.requests[-1]
