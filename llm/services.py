@@ -142,7 +142,7 @@ def message_post(
         if stream:
             reply = reply_start(user_message=message, claim=claim)
             return MessagePosted(message=message, reply=reply, replayed=False, claim=claim)
-        reply = message_reply_get(message=message)
+        reply = message.generated_reply or message_reply_get(message=message)
     except ApplicationError:
         raise
     except Exception as exc:
@@ -237,6 +237,7 @@ def reply_generate(*, user_message: Message) -> Message:
     reply = reply_start(user_message=user_message, claim=claim)
     for _ in reply_run(reply=reply, claim=claim, stream=False):
         pass
+    user_message.generated_reply = reply
     return reply
 
 

@@ -67,9 +67,11 @@ class Message(models.Model):
 
     # Not database fields. message_create() sets `reply_deferred` when its caller generates
     # the reply itself (streaming); the llm app's post_save receiver then leaves the message
-    # alone. `reply_claim` is the claim on the reply slot taken for a user message's reply.
+    # alone. `reply_claim` is the claim on the reply slot taken for a user message's reply;
+    # `generated_reply` the reply that receiver generated, as stored (no need to read it back).
     reply_deferred: bool = False
     reply_claim: "ReplyClaim | None" = None
+    generated_reply: "Message | None" = None
 
     class Meta:
         indexes = [
