@@ -180,19 +180,18 @@ else:
     }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["OPTIONS"] = {
-            # WAL: readers never wait for the writer. synchronous=NORMAL: a commit is not
-            # fsynced (WAL stays consistent; a power cut may lose the last commits, a
-            # crashed process loses nothing).
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
-            # How long a write waits for another connection's write lock before failing
-            # with "database is locked". Writes here are single statements of well under a
-            # millisecond; the wait blocks the whole gevent worker, so keep it short.
-            "timeout": env.float("SQLITE_BUSY_TIMEOUT_SECONDS", default=2.0),
+            # WAL and synchronous=NORMAL are set on each new connection by core.sqlite.
+            # SQLite's own busy handler sleeps inside the C library, stopping every request
+            # of a gevent worker: off. core.sqlite waits for the lock instead, yielding.
+            "timeout": 0,
             # Atomic blocks take the write lock up front instead of failing on upgrade.
             "transaction_mode": "IMMEDIATE",
             **DATABASES["default"].get("OPTIONS", {}),
         }
     DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# How long a write waits for another connection's write lock before failing with "database
+# is locked" (503). Writes here are single statements of well under a millisecond.
+SQLITE_BUSY_TIMEOUT_SECONDS = env.float("SQLITE_BUSY_TIMEOUT_SECONDS", default=2.0)
 
 # --- Cache ----------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
