@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+# Minutes on a loaded machine: the subprocess timeout below, not the suite's 180 s, bounds it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(660)]
 
 
 def test_the_quick_http_benchmark_reports_every_row_it_ran_with_no_reply_left_in_progress(tmp_path):

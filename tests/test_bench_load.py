@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+# Minutes on a loaded machine: the subprocess timeout below, not the suite's 180 s, bounds it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(660)]
 
 
 def test_a_small_concurrent_load_leaves_every_message_stored_once_with_one_terminal_reply(tmp_path):
