@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
@@ -116,7 +117,25 @@ def application_error_body(exc: ApplicationError, **extra_details: Any) -> dict[
     )
 
 
+def _request_user_identify(request: Any) -> None:
+    """Authenticate a request answered with an error before DRF authenticated it.
+
+    DRF negotiates the response's format before it authenticates (APIView.initial), so a
+    406 is answered for a user nobody looked up, and its log lines (the access line) would
+    name no user, unlike every other answer. Authenticating here names the user; a failed
+    authentication changes nothing of the answer, which stays the error being handled.
+    """
+    if not isinstance(request, Request) or hasattr(request, "_user"):
+        return
+    try:
+        user = request.user  # Sets the Django request's user too, which the access line reads.
+    except exceptions.APIException:
+        return
+    structlog.contextvars.bind_contextvars(user_id=str(user.pk) if user.is_authenticated else None)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    _request_user_identify(context.get("request"))
     if isinstance(exc, ApplicationError):
         return Response(application_error_body(exc), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, RequestDataTooBig):
