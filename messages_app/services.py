@@ -12,7 +12,7 @@ into `failed` (`reply_abandoned`), retryable in place. See the README's reply st
 import logging
 import os
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -37,7 +37,7 @@ from interactions.services import (
     reply_claim_lapsed,
 )
 from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
-from usage.services import UsageNotRecorded, usage_record
+from usage.services import UsageNotRecorded, usage_message_record, usage_message_unrecord, usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def message_create(
     otherwise) is counted under it and stored with its token. `created_at` in the past
     stores a message in its place (a late reply directly after its user message).
 
+    A user message is added to its owner's usage bucket of the day (user_messages) once
+    it holds the slot and before it is inserted, so that it is counted even if the worker
+    dies while the reply is made; if the insert fails, that count is taken back.
+
     If storing fails after the slot was claimed, whatever the claim left behind is
     finalised (reply_claim_finalise) before the error propagates: no reply stays
     `in_progress`, the counters are recounted from the rows, the slot is released.
@@ -125,11 +129,14 @@ def message_create(
         # Committed or not, the slot holds no reply of this claim yet.
         reply_claim_abort(interaction=interaction, claim=claim)
         raise
+    counted_in_usage = is_user_turn and _user_message_usage_record(interaction=interaction, day=now.date())
     try:
         message.save(force_insert=True)
     except Exception as exc:
         if not message._state.adding:
             raise  # Stored; the failure came from a post_save receiver.
+        if counted_in_usage:
+            _user_message_usage_unrecord(interaction=interaction, message_id=message.pk, day=now.date())
         if claim is not None:
             reply_claim_abort(interaction=interaction, claim=claim)
         else:
@@ -141,6 +148,34 @@ def message_create(
             ) from None
         raise
     return message
+
+
+def _usage_model(interaction: Interaction) -> str:
+    """The model usage is counted under: the one the interaction asks for (the key a quota
+    would use; providers report dated variants)."""
+    return interaction.model_name or settings.LLM_DEFAULT_MODEL
+
+
+def _user_message_usage_record(*, interaction: Interaction, day: date) -> bool:
+    """Count a user message about to be stored; False if the count could not be written
+    (logged: the message is stored all the same, and the bucket misses it)."""
+    try:
+        usage_message_record(user_id=interaction.owner_id, model=_usage_model(interaction), day=day)
+    except (DatabaseError, UsageNotRecorded):
+        logger.warning("usage of a user message on %s was not recorded", interaction.pk, exc_info=True)
+        return False
+    return True
+
+
+def _user_message_usage_unrecord(*, interaction: Interaction, message_id: uuid.UUID, day: date) -> None:
+    """Take back the count of a user message whose insert failed, unless it was stored all
+    the same (committed, then the answer was lost). If the database cannot tell, it stays
+    counted (logged)."""
+    try:
+        if not Message.objects.filter(pk=message_id).exists():
+            usage_message_unrecord(user_id=interaction.owner_id, model=_usage_model(interaction), day=day)
+    except DatabaseError:
+        logger.warning("usage of user message %s stays counted", message_id, exc_info=True)
 
 
 def _message_uncount(*, interaction: Interaction, at: datetime) -> None:
@@ -217,20 +252,23 @@ def message_reply_finish(*, reply: Message, claim: ReplyClaim, **fields: Any) ->
 
 
 def _reply_usage_record(*, reply: Message) -> None:
-    """Count the finished attempt under the model the interaction asks for (the key a quota
-    would use; providers report dated variants). A failure here never fails the reply,
-    which is stored: it is logged, and the bucket misses this reply."""
-    interaction = reply.interaction
+    """Count the finished attempt under the interaction's usage model (_usage_model)."""
+    _usage_record_logged(
+        interaction=reply.interaction,
+        reply_id=reply.pk,
+        status=reply.status,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+    )
+
+
+def _usage_record_logged(*, interaction: Interaction, reply_id: uuid.UUID, **counted: Any) -> None:
+    """usage_record() for one reply. A failure here never fails the reply, which is stored:
+    it is logged, and the bucket misses this reply."""
     try:
-        usage_record(
-            user_id=interaction.owner_id,
-            model=interaction.model_name or settings.LLM_DEFAULT_MODEL,
-            status=reply.status,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
+        usage_record(user_id=interaction.owner_id, model=_usage_model(interaction), **counted)
     except (DatabaseError, UsageNotRecorded):
-        logger.warning("usage of reply %s was not recorded", reply.pk, exc_info=True)
+        logger.warning("usage of reply %s was not recorded", reply_id, exc_info=True)
 
 
 def message_reply_restart(*, reply: Message, claim: ReplyClaim) -> Message:
@@ -260,19 +298,23 @@ def reply_claim_finalise(*, interaction: Interaction, claim: ReplyClaim, replies
     """Finish what an attempt left behind, holding the slot with `claim`, then release it.
 
     The replies still `in_progress` under `replies_token` become `failed`
-    (`reply_abandoned`), the counters are recounted from the stored rows (an insert
+    (`reply_abandoned`), each counted in usage by whoever's update changed it
+    (_abandoned_reply_fail), the counters are recounted from the stored rows (an insert
     counted but never stored, or stored but reported failed, is counted right), and the
     slot is released in the update that writes the counts. Every write is conditional:
     safe to run twice, or beside the attempt it finalises (whose later writes then fail).
     """
-    Message.objects.filter(
+    abandoned = Message.objects.filter(
         interaction_id=interaction.pk, status=MessageStatus.IN_PROGRESS, claim_token=replies_token
-    ).update(
-        status=MessageStatus.FAILED,
-        error_code=ReplyErrorCode.REPLY_ABANDONED,
-        error_message=ABANDONED_MESSAGE,
-        updated_at=timezone.now(),
-    )
+    ).values_list("pk", "prompt_tokens", "completion_tokens")
+    for reply_id, prompt_tokens, completion_tokens in abandoned:
+        _abandoned_reply_fail(
+            interaction=interaction,
+            reply_id=reply_id,
+            claim_token=replies_token,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
     interaction_reply_slot_release(
         interaction=interaction,
         claim=claim,
@@ -377,20 +419,55 @@ def _unclaimed_in_progress_replies_finalise() -> int:
     no longer be written by anyone, and the conditional update cannot race a live attempt.
     """
     finalised = 0
-    rows = Message.objects.filter(status=MessageStatus.IN_PROGRESS).only("id", "interaction_id", "claim_token")
+    rows = Message.objects.filter(status=MessageStatus.IN_PROGRESS).only(
+        "id", "interaction_id", "claim_token", "prompt_tokens", "completion_tokens"
+    )
     for reply in rows:
         slot = Interaction.objects.filter(pk=reply.interaction_id).first()
         if slot is None or (slot.reply_claimed_at is not None and slot.reply_claim_token == reply.claim_token):
             continue
-        if Message.objects.filter(pk=reply.pk, status=MessageStatus.IN_PROGRESS, claim_token=reply.claim_token).update(
-            status=MessageStatus.FAILED,
-            error_code=ReplyErrorCode.REPLY_ABANDONED,
-            error_message=ABANDONED_MESSAGE,
-            updated_at=timezone.now(),
+        if _abandoned_reply_fail(
+            interaction=slot,
+            reply_id=reply.pk,
+            claim_token=reply.claim_token,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
         ):
             interaction_messages_changed(interaction=slot)
             finalised += 1
     return finalised
+
+
+def _abandoned_reply_fail(
+    *,
+    interaction: Interaction,
+    reply_id: uuid.UUID,
+    claim_token: str,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+) -> bool:
+    """Turn one abandoned reply into `failed` (`reply_abandoned`) and count it in usage.
+
+    One conditional update on (id, `in_progress`, claim token): of finalisers racing over
+    the same reply (requests, the command, gunicorn's child_exit), exactly one changes it,
+    and only that one counts it, so the reply is counted once. Returns whether this call did.
+    """
+    failed = Message.objects.filter(pk=reply_id, status=MessageStatus.IN_PROGRESS, claim_token=claim_token).update(
+        status=MessageStatus.FAILED,
+        error_code=ReplyErrorCode.REPLY_ABANDONED,
+        error_message=ABANDONED_MESSAGE,
+        updated_at=timezone.now(),
+    )
+    if failed:
+        _usage_record_logged(
+            interaction=interaction,
+            reply_id=reply_id,
+            status=MessageStatus.FAILED,
+            abandoned=True,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+    return bool(failed)
 
 
 def _process_exists(pid: int) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_mongodb_contract import (
+from tests.mongo_contract import (
     INTERACTION_ID,
     OWNER_ID,
     apply_update,
@@ -162,7 +162,7 @@ def commands() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def migrations() -> dict[str, Any]:
-    from tests.test_mongodb_contract import MIGRATIONS_SCRIPT
+    from tests.mongo_contract import MIGRATIONS_SCRIPT
 
     return run_django(MIGRATIONS_SCRIPT, mongodb_env())
 

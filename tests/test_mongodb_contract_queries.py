@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.test_mongodb_contract import (
+from tests.mongo_contract import (
     ANCHOR_CREATED_AT,
     ANCHOR_ID,
     INTERACTION_ID,

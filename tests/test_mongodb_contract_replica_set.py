@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_mongodb_contract import mongodb_env, run_django
+from tests.mongo_contract import mongodb_env, run_django
 
 CLIENT_SCRIPT = """
 from pymongo import MongoClient

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.test_mongodb_contract import (
+from tests.mongo_contract import (
     INTERACTION_ID,
     MIGRATIONS_SCRIPT,
     OWNER_ID,
@@ -71,7 +71,9 @@ def record_aggregate(self):
     return Cursor(canned_results.pop(0) if canned_results else [])
 
 def finalise_claim():
-    canned_results.append([{"__count": 0}])  # the recount's answer
+    # The read finds one abandoned reply of the claim; then the recount's answer.
+    abandoned = {"id": uuid.UUID(PARAMS["reply_id"]).hex, "prompt_tokens": 5, "completion_tokens": None}
+    canned_results[:] = [[abandoned], [{"__count": 0}]]
     message_services.reply_claim_finalise(interaction=interaction, claim=claim_a, replies_token=PARAMS["token_b"])
 
 def record_update(self, criteria, pipeline):
@@ -253,21 +255,36 @@ def test_a_retry_restarts_only_a_failed_or_incomplete_reply_and_gives_it_the_new
 
 
 def test_finalising_a_claim_fails_its_in_progress_replies_recounts_and_releases(commands, migrations):
-    fail, count, newest, release, *rest = commands["claim_finalise"]
+    read, fail, counted_in_usage, count, newest, release, *rest = commands["claim_finalise"]
     status_claim = index_key(migrations, "messages_app_message", "message_status_claim")
     interaction_time = index_key(migrations, "messages_app_message", "message_interaction_time")
 
     def reply(**fields: Any) -> dict[str, Any]:
-        return {"interaction_id": INTERACTION, "status": "in_progress", "claim_token": TOKEN_B, **fields}
+        return {"id": REPLY, "interaction_id": INTERACTION, "status": "in_progress", "claim_token": TOKEN_B, **fields}
 
+    # The claim's in_progress replies are read along message_status_claim, then each is
+    # failed by an update conditional on still being in_progress under that claim.
+    assert read["collection"] == "messages_app_message"
+    assert equality_conditions(match_of(read)) == {
+        "interaction_id": INTERACTION,
+        "status": "in_progress",
+        "claim_token": TOKEN_B,
+    }
     assert matches(reply(), fail["filter"])
     assert not matches(reply(claim_token=TOKEN_A), fail["filter"])
     assert not matches(reply(status="completed"), fail["filter"])
-    assert not matches(reply(interaction_id="e" * 32), fail["filter"])
+    assert not matches(reply(status="failed"), fail["filter"]), "a second finaliser would count it again"
+    assert not matches(reply(id="e" * 32), fail["filter"])
     failed = apply_update(reply(), fail["update"])
     assert (failed["status"], failed["error_code"]) == ("failed", "reply_abandoned")
     assert list(status_claim) == ["status", "claim_token"]
     assert set(status_claim) <= set(equality_conditions(fail["filter"]))
+    # The finaliser whose update changed the reply counts it in the owner's usage bucket.
+    assert counted_in_usage["collection"] == "usage_usagebucket"
+    bucket = {"replies_failed": 2, "replies_abandoned": 0, "prompt_tokens": 10, "completion_tokens": 3}
+    after = apply_update(bucket, counted_in_usage["update"])
+    assert (after["replies_failed"], after["replies_abandoned"], after["prompt_tokens"]) == (3, 1, 15)
+    assert after["completion_tokens"] == 3
     # The recount and the newest message time read along message_interaction_time.
     for read in (count, newest):
         assert equality_conditions(match_of(read)) == {"interaction_id": INTERACTION}

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.test_mongodb_contract import MIGRATIONS_SCRIPT, mongodb_env, run_django
+from tests.mongo_contract import MIGRATIONS_SCRIPT, mongodb_env, run_django
 
 RECORDING = """
 from django.contrib import admin

@@ -21,7 +21,7 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
 from tests.conftest import ROOT
-from tests.test_mongodb_contract import child_env, run_django
+from tests.mongo_contract import child_env, run_django
 
 MONGODB_URI = os.environ.get("MONGODB_URI", "")
 

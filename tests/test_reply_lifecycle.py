@@ -14,7 +14,7 @@ from llm.services import reply_start, request_fingerprint
 from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.services import message_create
 from tests.factories import InteractionFactory
-from tests.test_reply_write_faults import write_fails
+from tests.test_reply_write_faults import WRITE_NAMES, write_fails
 
 pytestmark = pytest.mark.django_db
 
@@ -110,7 +110,7 @@ def test_a_replay_of_an_abandoned_reply_answers_its_error_with_both_ids_not_409(
 @pytest.mark.django_db(transaction=True)
 def test_a_late_reply_to_an_earlier_user_message_is_stored_directly_after_it(api, user):
     interaction = InteractionFactory(owner=user)
-    with write_fails(5, "before"):  # the reply's insert
+    with write_fails(WRITE_NAMES.index("reply_insert") + 1, "before"):
         first = api.post(messages_url(interaction), {"content": "first"}, format="json")
     api.post(messages_url(interaction), {"content": "second"}, format="json")
     message_id = first.json()["error"]["details"]["message_id"]

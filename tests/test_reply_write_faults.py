@@ -27,23 +27,25 @@ pytestmark = pytest.mark.django_db(transaction=True)
 POST_WRITES = [
     ("UPDATE", "interactions_interaction"),  # count the message and claim the reply slot
     ("UPDATE", "interactions_interaction"),  # title from the first message
+    ("UPDATE", "usage_usagebucket"),  # count the user message in the owner's bucket of the day (none yet)
+    ("INSERT", "usage_usagebucket"),  # so it is created
     ("INSERT", "messages_app_message"),  # the user message
     ("UPDATE", "interactions_interaction"),  # count the reply, under the claim
     ("INSERT", "messages_app_message"),  # the reply, in_progress
     ("UPDATE", "messages_app_message"),  # the reply's outcome, under the claim
-    ("UPDATE", "usage_usagebucket"),  # add to the owner's usage bucket of the day (none yet)
-    ("INSERT", "usage_usagebucket"),  # so it is created
+    ("UPDATE", "usage_usagebucket"),  # add the reply to the bucket
     ("UPDATE", "interactions_interaction"),  # release the slot, bump the version
 ]
 WRITE_NAMES = [
     "claim",
     "title",
+    "usage_message_update",
+    "usage_message_insert",
     "user_insert",
     "reply_count",
     "reply_insert",
     "reply_final",
-    "usage_update",
-    "usage_insert",
+    "usage_reply_update",
     "release",
 ]
 

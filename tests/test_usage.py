@@ -138,9 +138,11 @@ def test_staff_see_buckets_and_the_totals_of_the_chosen_period(staff_client, use
 
     assert response.status_code == 200
     assert response.context["usage_totals"] == {
+        "user_messages": 0,
         "replies_completed": 2,
         "replies_incomplete": 1,
         "replies_failed": 1,
+        "replies_abandoned": 0,
         "prompt_tokens": 25,
         "completion_tokens": 9,
     }

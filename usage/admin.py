@@ -20,9 +20,11 @@ class UsageBucketAdmin(admin.ModelAdmin):
         "day",
         "user",
         "model",
+        "user_messages",
         "replies_completed",
         "replies_incomplete",
         "replies_failed",
+        "replies_abandoned",
         "prompt_tokens",
         "completion_tokens",
     ]

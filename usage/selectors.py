@@ -5,7 +5,15 @@ from django.db.models import QuerySet, Sum
 
 from usage.models import UsageBucket
 
-TOTAL_FIELDS = ("replies_completed", "replies_incomplete", "replies_failed", "prompt_tokens", "completion_tokens")
+TOTAL_FIELDS = (
+    "user_messages",
+    "replies_completed",
+    "replies_incomplete",
+    "replies_failed",
+    "replies_abandoned",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 def usage_totals(*, buckets: QuerySet[UsageBucket]) -> dict[str, int]:

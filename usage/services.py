@@ -1,11 +1,13 @@
-"""Recording usage: one atomic increment per reply, never a read-modify-write.
+"""Recording usage: one atomic increment per event, never a read-modify-write.
 
-usage_record() is called once per reply attempt, right after the reply's final write
-(llm.services). It must work the same on SQLite and MongoDB without transactions:
+usage_message_record() is called once per stored user message (messages_app.services.
+message_create), usage_record() once per reply attempt, right after the reply's final
+write or its finalisation as abandoned (messages_app.services). Both add to the
+(user, day, model) bucket the same way, on SQLite and MongoDB alike, without transactions:
 
-1. a conditional update that adds to the counters of the (user, day, model) bucket,
-   computed by the database from the stored values (`F(...) + n`);
-2. if no bucket matched, an insert holding this reply's numbers;
+1. a conditional update that adds to the counters of the bucket, computed by the database
+   from the stored values (`F(...) + n`);
+2. if no bucket matched, an insert holding this event's numbers;
 3. if that insert loses a race to another one (the unique index refuses it), the update
    of step 1 again, which now matches.
 """
@@ -39,20 +41,35 @@ def usage_record(
     status: str,
     prompt_tokens: int | None,
     completion_tokens: int | None,
+    abandoned: bool = False,
     day: date | None = None,
 ) -> None:
     """Add one reply that ended with `status` (completed, incomplete, failed) and its tokens.
 
-    Raises ValueError for any other status.
+    `abandoned` (only with `failed`): the reply was finalised as `reply_abandoned`; it is
+    counted in replies_failed and in replies_abandoned. Raises ValueError for any other
+    status, or for an abandoned reply that is not failed.
     """
     if status not in STATUS_FIELDS:
         raise ValueError(f"usage is recorded for finished replies only, not {status!r}")
-    day = day or timezone.now().date()
+    if abandoned and status != "failed":
+        raise ValueError(f"an abandoned reply is failed, not {status!r}")
     increments = {
         STATUS_FIELDS[status]: 1,
+        "replies_abandoned": int(abandoned),
         "prompt_tokens": prompt_tokens or 0,
         "completion_tokens": completion_tokens or 0,
     }
+    _bucket_add(user_id=user_id, model=model, day=day or timezone.now().date(), increments=increments)
+
+
+def usage_message_record(*, user_id: Any, model: str, day: date | None = None) -> None:
+    """Add one stored user message to the bucket of the interaction's model."""
+    _bucket_add(user_id=user_id, model=model, day=day or timezone.now().date(), increments={"user_messages": 1})
+
+
+def _bucket_add(*, user_id: Any, model: str, day: date, increments: dict[str, int]) -> None:
+    """Add `increments` to the (user, day, model) bucket: update, else insert, else update."""
     bucket = UsageBucket.objects.filter(user_id=user_id, day=day, model=model)
     for _ in range(ATTEMPTS):
         if bucket.update(
@@ -67,5 +84,14 @@ def usage_record(
                 UsageBucket.objects.create(user_id=user_id, day=day, model=model, **increments)
             return
         except IntegrityError:
-            continue  # Another reply created the bucket meanwhile: add to it.
+            continue  # Another event created the bucket meanwhile: add to it.
     raise UsageNotRecorded(f"usage bucket ({user_id}, {day}, {model}) could not be written")
+
+
+def usage_message_unrecord(*, user_id: Any, model: str, day: date) -> None:
+    """Take back a user message counted by usage_message_record() whose insert then failed.
+
+    One conditional update; never below zero (the bucket may be gone with its user)."""
+    UsageBucket.objects.filter(user_id=user_id, day=day, model=model, user_messages__gt=0).update(
+        user_messages=F("user_messages") - 1, updated_at=timezone.now()
+    )
