@@ -19,7 +19,6 @@ from bson import ObjectId
 from tests.mongo_contract import (
     ANCHOR_CREATED_AT,
     ANCHOR_ID,
-    COMMANDS_SCRIPT,
     INTERACTION_ID,
     MIGRATIONS_SCRIPT,
     OWNER_ID,
@@ -32,6 +31,7 @@ from tests.mongo_contract import (
     stage_names,
     uuid_hex,
 )
+from tests.test_mongodb_contract import COMMANDS_SCRIPT
 
 # The recording set-up of the contract tests (every command the backend would send is
 # recorded, nothing is sent), then one cursor page per direction and list.
