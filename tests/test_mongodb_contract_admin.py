@@ -16,11 +16,13 @@ import pytest
 from tests.mongo_contract import (
     INTERACTION_ID,
     OWNER_ID,
+    RECORDER,
     apply_update,
     created_indexes,
     equality_conditions,
     index_serves_sort,
     matches,
+    migrations_recorded,
     mongodb_env,
     run_django,
     stage,
@@ -28,7 +30,9 @@ from tests.mongo_contract import (
     uuid_hex,
 )
 
-ADMIN_SCRIPT = """
+ADMIN_SCRIPT = (
+    RECORDER
+    + """
 import uuid
 from datetime import date, datetime
 
@@ -36,9 +40,7 @@ from bson import ObjectId
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.test import RequestFactory
-from django_mongodb_backend.compiler import SQLInsertCompiler, SQLUpdateCompiler
-from django_mongodb_backend.query import MongoQuery, wrap_database_errors
-from pymongo.errors import DuplicateKeyError
+from django_mongodb_backend.query import MongoQuery
 
 from audit.models import StaffAccess
 from interactions.models import Interaction
@@ -48,47 +50,6 @@ from messages_app.selectors import message_latest
 from usage.selectors import usage_totals, usage_totals_by_model
 from usage.models import UsageBucket
 from usage.services import usage_record
-
-recorded, update_results, insert_failures = [], [], []
-
-class Cursor:
-    # What pymongo's cursor offers the backend: iteration, and next() for single rows.
-
-    def __init__(self, rows):
-        self.rows = iter(rows)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.rows)
-
-    next = __next__
-
-canned_results = []
-
-def record_aggregate(self):
-    recorded.append({"op": "aggregate", "collection": self.compiler.collection_name, "pipeline": self.get_pipeline()})
-    return Cursor(canned_results.pop(0) if canned_results else [])
-
-def record_update(self, criteria, pipeline):
-    recorded.append({"op": "update_many", "collection": self.collection_name, "filter": criteria, "update": pipeline})
-    return update_results.pop(0) if update_results else 1
-
-def record_insert(self, documents, returning_fields=None):
-    recorded.append({"op": "insert_many", "collection": self.collection_name, "documents": documents})
-    if insert_failures and insert_failures.pop(0):
-        raise DuplicateKeyError("E11000 duplicate key error")
-    return [(None,)] * len(documents) if returning_fields else []
-
-MongoQuery.get_cursor = record_aggregate
-SQLUpdateCompiler.update = record_update
-SQLInsertCompiler.insert = wrap_database_errors(record_insert)
-
-def commands_of(step):
-    recorded.clear()
-    step()
-    return list(recorded)
 
 staff = User(pk=ObjectId(PARAMS["owner_id"]), username="root", is_staff=True, is_superuser=True, is_active=True)
 interaction = Interaction(id=uuid.UUID(PARAMS["interaction_id"]), owner=staff, model_name="m", title="T")
@@ -101,8 +62,7 @@ def changelist(model_class, query):
     return listing.result_list
 
 def changelist_commands(model_class, canned=(), **query):
-    canned_results[:] = list(canned)
-    return commands_of(lambda: changelist(model_class, query))
+    return commands_of(lambda: changelist(model_class, query), *canned)
 
 def upsert(updated, refused=False):
     update_results[:] = [updated, 1]
@@ -153,6 +113,7 @@ emit({
     "export_second_chunk": commands_of(second_export_chunk),
 })
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +123,7 @@ def commands() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def migrations() -> dict[str, Any]:
-    from tests.mongo_contract import MIGRATIONS_SCRIPT
-
-    return run_django(MIGRATIONS_SCRIPT, mongodb_env())
+    return migrations_recorded()
 
 
 def aggregates(commands: list[dict[str, Any]], collection: str) -> list[list[dict[str, Any]]]:

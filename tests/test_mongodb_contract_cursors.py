@@ -20,11 +20,11 @@ from tests.mongo_contract import (
     ANCHOR_CREATED_AT,
     ANCHOR_ID,
     INTERACTION_ID,
-    MIGRATIONS_SCRIPT,
     OWNER_ID,
     created_indexes,
     index_serves_sort,
     matches,
+    migrations_recorded,
     mongodb_env,
     run_django,
     stage,
@@ -40,11 +40,8 @@ CURSORS_SCRIPT = (
     + """
 def page_command(viewset, queryset, sort_field, **query):
     # The cursor's row as pymongo returns it: naive UTC datetime, UUID as hex string.
-    canned_results.append([{
-        sort_field: datetime.fromisoformat(PARAMS["anchor_created_at"]),
-        "id": uuid.UUID(PARAMS["anchor_id"]).hex,
-    }])
-    commands = commands_of(lambda: list_page(viewset, queryset, **query))
+    row = {sort_field: datetime.fromisoformat(PARAMS["anchor_created_at"]), "id": uuid.UUID(PARAMS["anchor_id"]).hex}
+    commands = commands_of(lambda: list_page(viewset, queryset, **query), [row])
     assert len(commands) == 2, commands  # the cursor's row, then the page
     return commands[1]
 
@@ -77,7 +74,7 @@ def pages() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def migrations() -> dict[str, Any]:
     """The schema operations `migrate` would send (the indexes these pages walk)."""
-    return run_django(MIGRATIONS_SCRIPT, mongodb_env())
+    return migrations_recorded()
 
 
 def conjuncts(match: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 Owned claims (renew, release, takeover), fenced reply writes, and the finalisation of
 abandoned replies compile to single conditional updates (atomic on one document, as on
 SQLite) and to reads that an index created by `migrate` serves. Same method as
-tests/test_mongodb_contract.py, whose helpers this uses.
+tests/test_mongodb_contract.py, with the helpers of tests/mongo_contract.py.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -14,12 +14,13 @@ from bson import ObjectId
 
 from tests.mongo_contract import (
     INTERACTION_ID,
-    MIGRATIONS_SCRIPT,
     OWNER_ID,
+    RECORDER,
     apply_update,
     created_indexes,
     equality_conditions,
     matches,
+    migrations_recorded,
     mongodb_env,
     run_django,
     stage,
@@ -31,14 +32,14 @@ REPLY_ID = "0190f0e0-0002-7000-8000-000000000003"
 TOKEN_A = "a" * 32
 TOKEN_B = "b" * 32
 
-COMMANDS_SCRIPT = """
+COMMANDS_SCRIPT = (
+    RECORDER
+    + """
 import uuid
 from datetime import timedelta
 
 from bson import ObjectId
 from django.contrib.auth.models import User
-from django_mongodb_backend.compiler import SQLInsertCompiler, SQLUpdateCompiler
-from django_mongodb_backend.query import MongoQuery
 
 from core.models import now_stored_precision
 from interactions.models import Interaction
@@ -52,46 +53,11 @@ from interactions.services import (
 from messages_app.models import Message
 from messages_app import services as message_services
 
-recorded, canned_results = [], []
-
-class Cursor:
-    def __init__(self, documents):
-        self.documents = iter(documents)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.documents)
-
-    next = __next__
-
-def record_aggregate(self):
-    recorded.append({"op": "aggregate", "collection": self.compiler.collection_name, "pipeline": self.get_pipeline()})
-    return Cursor(canned_results.pop(0) if canned_results else [])
-
 def finalise_claim():
     # The read finds one abandoned reply of the claim; then the recount's answer.
     abandoned = {"id": uuid.UUID(PARAMS["reply_id"]).hex, "prompt_tokens": 5, "completion_tokens": None}
     canned_results[:] = [[abandoned], [{"__count": 0}]]
     message_services.reply_claim_finalise(interaction=interaction, claim=claim_a, replies_token=PARAMS["token_b"])
-
-def record_update(self, criteria, pipeline):
-    recorded.append({"op": "update_many", "collection": self.collection_name, "filter": criteria, "update": pipeline})
-    return 1
-
-def record_insert(self, documents, returning_fields=None):
-    recorded.append({"op": "insert_many", "collection": self.collection_name, "documents": documents})
-    return [(None,)] * len(documents) if returning_fields else []
-
-MongoQuery.get_cursor = record_aggregate
-SQLUpdateCompiler.update = record_update
-SQLInsertCompiler.insert = record_insert
-
-def commands_of(step):
-    recorded.clear()
-    step()
-    return list(recorded)
 
 owner = User(pk=ObjectId(PARAMS["owner_id"]), username="alice")
 interaction_id = uuid.UUID(PARAMS["interaction_id"])
@@ -136,6 +102,7 @@ emit({
     "uncount": commands_of(lambda: message_services._message_uncount(interaction=interaction, at=UNCOUNTED_AT)),
 })
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +120,7 @@ def commands() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def migrations() -> dict[str, Any]:
-    return run_django(MIGRATIONS_SCRIPT, mongodb_env())
+    return migrations_recorded()
 
 
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)

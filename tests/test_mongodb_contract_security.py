@@ -18,64 +18,24 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.mongo_contract import MIGRATIONS_SCRIPT, mongodb_env, run_django
+from tests.mongo_contract import RECORDER, migrations_recorded, mongodb_env, run_django
 
-RECORDING = """
+RECORDING = (
+    RECORDER
+    + """
 from django.contrib import admin
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.test import RequestFactory
-from django_mongodb_backend.compiler import SQLInsertCompiler, SQLUpdateCompiler
-from django_mongodb_backend.query import MongoQuery
 from axes.admin import AccessAttemptAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
-# The backend hands every finished command to pymongo in one of these methods.
-recorded, canned = [], []
-
-class Cursor:
-    def __init__(self, documents):
-        self.documents = iter(documents)
-    def __iter__(self):
-        return self
-    def __next__(self):
-        return next(self.documents)
-    next = __next__
-
-def record_aggregate(self):
-    pipeline = self.get_pipeline()
-    recorded.append({"op": "aggregate", "collection": self.compiler.collection_name, "pipeline": pipeline})
-    for wanted, documents in canned:
-        if wanted(self.compiler.collection_name, pipeline):
-            return Cursor(documents)
-    return Cursor([])
-
-def record_update(self, criteria, pipeline):
-    recorded.append({"op": "update_many", "collection": self.collection_name, "filter": criteria, "update": pipeline})
-    return 1
-
-def record_insert(self, documents, returning_fields=None):
-    recorded.append({"op": "insert_many", "collection": self.collection_name, "documents": documents})
-    return [(None,)] * len(documents) if returning_fields else []
-
-def record_delete(self):
-    recorded.append({"op": "delete_many", "collection": self.compiler.collection_name, "filter": self.match_mql})
-    return 0
-
-MongoQuery.get_cursor = record_aggregate
-MongoQuery.delete = record_delete
-SQLUpdateCompiler.update = record_update
-SQLInsertCompiler.insert = record_insert
 # axes deletes expired attempts inside transaction.atomic(), which asks the connection whether
 # it autocommits (the backend has no transactions, so atomic() does nothing more): say it does.
 connection.ensure_connection = lambda: None
 connection.autocommit = True
-
-def commands_of(step):
-    recorded.clear()
-    step()
-    return list(recorded)
 """
+)
 
 ADMIN_SCRIPT = (
     RECORDING
@@ -130,7 +90,7 @@ stored_attempt = {
     "post_data": "",
     "failures_since_start": 1,
 }
-canned.append((lambda collection, pipeline: collection == "axes_accessattempt"
+canned_matches.append((lambda collection, pipeline: collection == "axes_accessattempt"
                and any("$limit" in stage for stage in pipeline), [stored_attempt]))
 repeated = commands_of(failed_login)
 emit({"first": first, "repeated": repeated})
@@ -142,7 +102,7 @@ ATTEMPT_ID = "65a0000000000000000000aa"
 
 @pytest.fixture(scope="module")
 def migrations() -> dict[str, Any]:
-    return run_django(MIGRATIONS_SCRIPT, mongodb_env())
+    return migrations_recorded()
 
 
 @pytest.fixture(scope="module")
