@@ -30,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import django_setup_in_process, interleaved  # noqa: E402
+
 SMALL = 100
 LARGE = 100_000
 QUICK_LARGE = 5_000
@@ -38,25 +40,7 @@ PASSWORD = "bench-password-123"  # noqa: S105 (a throwaway database)
 
 
 def django_setup(workdir: Path) -> None:
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-            "DATABASE_URL": f"sqlite:///{workdir / 'small.sqlite3'}",
-            "DJANGO_DEBUG": "false",
-            # Without DEBUG the settings have no secret key of their own.
-            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "a" * 40,
-            "DJANGO_ALLOWED_HOSTS": "testserver,localhost",
-            "LLM_PROVIDER": "offline",
-            "OPENAI_API_KEY": "",
-            "OPENAI_BASE_URL": "",
-            "MONGODB_URI": "",
-            "REDIS_URL": "",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-
-    django.setup()
+    django_setup_in_process(workdir / "small.sqlite3")
 
 
 def use_database(path: Path) -> None:
@@ -183,15 +167,10 @@ def usage_write_budget(path: Path, rounds: int, reps: int) -> dict[str, float]:
             usage_record(user_id=owner.pk, model="m", status="completed", prompt_tokens=2, completion_tokens=1)
         return (time.perf_counter() - started) / reps
 
-    finals, usages, ratios = [], [], []
-    for index in range(rounds):
-        if index % 2 == 0:
-            final, usage = final_write(), usage_write()
-        else:
-            usage, final = usage_write(), final_write()
-        finals.append(final)
-        usages.append(usage)
-        ratios.append(usage / final)
+    pairs = interleaved(final_write, usage_write, rounds)
+    finals = [final for final, _ in pairs]
+    usages = [usage for _, usage in pairs]
+    ratios = [usage / final for final, usage in pairs]
     return {
         "final_write_ms": statistics.median(finals) * 1000,
         "usage_write_ms": statistics.median(usages) * 1000,

@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import socket
@@ -28,13 +27,15 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import LineServer, Row, fmt, free_port, interleaved, machine, wait_for_port  # noqa: E402
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "http-latest.json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -81,40 +82,7 @@ QUICK = Profile(
 )
 
 
-@dataclass
-class Row:
-    name: str
-    description: str
-    unit: str
-    baseline_label: str
-    subject_label: str
-    baseline: float | None = None
-    subject: float | None = None
-    ratio: float | None = None
-    target: str = ""
-    rounds: int = 0
-    skipped: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
 # --- Processes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -181,27 +149,10 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-class ModelServer:
+class ModelServer(LineServer):
     def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "model_server.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.base_url = self.process.stdout.readline().strip()
-        self.port = int(self.base_url.rsplit(":", 1)[1].split("/")[0])
+        super().__init__(ROOT / "bench" / "model_server.py")
         UPSTREAM_PORTS.add(self.port)
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 class Server:
@@ -223,7 +174,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for_port(self.port)
+        wait_for_port(self.port, timeout=30)
         # Workers load Django after the master binds, and the first request of each loads
         # the URLs and views: warm every worker before anything is measured.
         deadline = time.monotonic() + 60
@@ -407,18 +358,11 @@ def compare(
     """
     floor(seconds=1)
     subject(seconds=1)
-    floors: list[WrkResult] = []
-    subjects: list[WrkResult] = []
-    ratios: list[float] = []
-    for index in range(rounds):
-        if index % 2 == 0:
-            base, subj = floor(), subject()
-        else:
-            subj, base = subject(), floor()
-        floors.append(base)
-        subjects.append(subj)
-        # A side that answered nothing (workers restarting) is a ratio of 0 or infinity, not a crash.
-        ratios.append(subj.rps / base.rps if base.rps else math.inf)
+    pairs = interleaved(floor, subject, rounds)
+    floors = [base for base, _ in pairs]
+    subjects = [subj for _, subj in pairs]
+    # A side that answered nothing (workers restarting) is a ratio of 0 or infinity, not a crash.
+    ratios = [subj.rps / base.rps if base.rps else math.inf for base, subj in pairs]
     return median_result(floors), median_result(subjects), statistics.median(ratios), ratios
 
 
@@ -1226,12 +1170,6 @@ def report(row: Row) -> None:
     )
 
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
 @contextlib.contextmanager
 def bench_dir() -> Iterator[Path]:
     workdir = Path(tempfile.mkdtemp(prefix="chat-http-bench-"))
@@ -1300,9 +1238,7 @@ def main() -> int:
         "servers": gunicorn_conf,
         "elapsed_seconds": round(elapsed, 1),
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+            **machine(),
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
         },

@@ -41,6 +41,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, wait_for_port  # noqa: E402
+
 TERMINAL = {"completed", "incomplete", "failed"}
 
 
@@ -211,27 +215,6 @@ def check_database(database: Path, stats: Stats) -> dict[str, int]:
 
 
 # --- Processes -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def setup_users(root: Path, env: dict[str, str], count: int) -> list[str]:

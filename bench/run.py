@@ -10,18 +10,15 @@ machine noise and a slow machine cancel out. See bench/README.md.
 import argparse
 import gc
 import json
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,8 @@ from fake_openai_process import reply_text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import LineServer, Row, django_setup_in_process, fmt, machine  # noqa: E402
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 PROMPT = "You are a helpful assistant. Answer briefly."
@@ -50,21 +49,6 @@ class Profile:
 
 DEFAULT = Profile(rounds=9, reps=12, prompt_calls=2000, memory_rounds=5, page_messages=500, long_history=2000)
 QUICK = Profile(rounds=2, reps=2, prompt_calls=200, memory_rounds=1, page_messages=500, long_history=2000)
-
-
-@dataclass
-class Result:
-    name: str
-    description: str
-    unit: str
-    baseline_label: str
-    subject_label: str
-    baseline: float | None = None
-    subject: float | None = None
-    ratio: float | None = None
-    rounds: int = 0
-    skipped: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 # --- Measuring ---------------------------------------------------------------------------
@@ -126,58 +110,18 @@ def tracing() -> Iterator[None]:
 
 def django_setup(workdir: Path) -> None:
     """Configure and migrate a throwaway SQLite file database; ignore the developer's .env."""
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "DJANGO_DEBUG": "false",
-            # Without DEBUG the settings refuse to start on their built-in development key.
-            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "b" * 40,
-            # The benchmark posts messages far faster than any client may.
-            "API_MESSAGE_POST_THROTTLE_RATE": "1000000/second",
-            # The API test client talks to host "testserver".
-            "DJANGO_ALLOWED_HOSTS": "testserver,localhost",
-            "LLM_PROVIDER": "offline",
-            # Empty, not absent: settings.py reads .env without overwriting what is set here.
-            "OPENAI_API_KEY": "",
-            "OPENAI_BASE_URL": "",
-            "MONGODB_URI": "",
-            "REDIS_URL": "",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-
-    django.setup()
+    # The benchmark posts messages far faster than any client may.
+    django_setup_in_process(workdir / "bench.sqlite3", API_MESSAGE_POST_THROTTLE_RATE="1000000/second")
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
 
 
-class FakeOpenAIProcess:
+class FakeOpenAIProcess(LineServer):
     """tests.fake_openai.FakeOpenAIServer in a child process, answering `words` words."""
 
     def __init__(self, words: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "fake_openai_process.py"), str(words)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.base_url = self.process.stdout.readline().strip()
-        if not self.base_url.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"the fake OpenAI server did not start: {self.base_url!r}")
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        super().__init__(ROOT / "bench" / "fake_openai_process.py", str(words))
 
 
 class Context:
@@ -343,7 +287,7 @@ def check_payload_matches(ctx: Context) -> None:
 # --- Benchmarks --------------------------------------------------------------------------
 
 
-def bench_api_overhead(ctx: Context, profile: Profile) -> list[Result]:
+def bench_api_overhead(ctx: Context, profile: Profile) -> list[Row]:
     """1. POST a user message and get the stored reply (offline provider) vs GET the interaction."""
     from django.urls import reverse
 
@@ -372,7 +316,7 @@ def bench_api_overhead(ctx: Context, profile: Profile) -> list[Result]:
     ctx.reset_throttle()
     counted_url = fresh_url()
     return [
-        Result(
+        Row(
             name="api_post_reply_vs_get_detail",
             description="POST a user message and get the stored reply (offline provider) vs GET the interaction",
             unit="ms/request",
@@ -401,7 +345,7 @@ class SdkCase:
 
 def bench_openai_overhead(
     ctx: Context, profile: Profile, short: FakeOpenAIProcess, long: FakeOpenAIProcess
-) -> list[Result]:
+) -> list[Row]:
     """2. POST through the API (real openai SDK to the loopback fake) vs the same raw SDK call."""
     payload = raw_payload()
 
@@ -455,7 +399,7 @@ def bench_openai_overhead(
             base, subj, ratio = interleaved(baseline, subject, profile.rounds)
         ctx.reset_throttle()
         results.append(
-            Result(
+            Row(
                 name=case.name,
                 description=f"API reply via the openai SDK to the loopback fake vs the raw SDK call ({case.kind})",
                 unit="ms/request",
@@ -471,7 +415,7 @@ def bench_openai_overhead(
     return results
 
 
-def bench_message_page(ctx: Context, profile: Profile) -> list[Result]:
+def bench_message_page(ctx: Context, profile: Profile) -> list[Row]:
     """3. GET a 100-message page of a 500-message interaction: warm vs cold cache, per backend."""
     from django.core.cache import cache
     from django.test import override_settings
@@ -484,7 +428,7 @@ def bench_message_page(ctx: Context, profile: Profile) -> list[Result]:
         body = ctx.expect(ctx.client.get(url), 200).json()
         assert len(body["data"]) == 100
 
-    def measure(backend: str) -> Result:
+    def measure(backend: str) -> Row:
         def cold() -> float:
             # cache.clear() also empties the throttle history.
             return time_calls(get_page, profile.reps, prepare=cache.clear) * 1000
@@ -500,7 +444,7 @@ def bench_message_page(ctx: Context, profile: Profile) -> list[Result]:
         queries_cold = ctx.count_queries(lambda: get_page(None))
         queries_warm = ctx.count_queries(lambda: get_page(None))
         base, subj, ratio = interleaved(cold, warm, profile.rounds)
-        return Result(
+        return Row(
             name=f"messages_page_{backend}_warm_vs_cold",
             description=(
                 f"GET ?limit=100 on an interaction with {profile.page_messages} messages, {backend} cache: "
@@ -520,7 +464,7 @@ def bench_message_page(ctx: Context, profile: Profile) -> list[Result]:
     redis_binary = shutil.which("redis-server")
     if redis_binary is None:
         results.append(
-            Result(
+            Row(
                 name="messages_page_redis_warm_vs_cold",
                 description=(
                     f"GET ?limit=100 on an interaction with {profile.page_messages} messages, redis cache: "
@@ -547,7 +491,7 @@ def bench_message_page(ctx: Context, profile: Profile) -> list[Result]:
     return results
 
 
-def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
+def bench_prompt_build(ctx: Context, profile: Profile) -> list[Row]:
     """4. conversation_build() time and peak memory per call for growing histories vs 10 messages."""
     from interactions.models import Interaction
     from llm.prompts import conversation_build
@@ -592,9 +536,9 @@ def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
 
     def compare(
         size: int, kind: str, unit: str, what: str, measure: Callable[[int], Callable[[], float]], rounds: int
-    ) -> Result:
+    ) -> Row:
         base, subj, ratio = interleaved(measure(PROMPT_SIZES[0]), measure(size), rounds)
-        return Result(
+        return Row(
             name=f"prompt_build_{kind}_{size}_vs_10",
             description=f"conversation_build() {what} per call, {size} vs 10 history messages, default budget",
             unit=unit,
@@ -616,7 +560,7 @@ def bench_prompt_build(ctx: Context, profile: Profile) -> list[Result]:
     return results
 
 
-def bench_stream_memory(ctx: Context, profile: Profile, server: FakeOpenAIProcess) -> list[Result]:
+def bench_stream_memory(ctx: Context, profile: Profile, server: FakeOpenAIProcess) -> list[Row]:
     """5. tracemalloc peak of a streamed POST vs a non-streamed POST of the same long reply."""
 
     def fresh_url() -> str:
@@ -652,7 +596,7 @@ def bench_stream_memory(ctx: Context, profile: Profile, server: FakeOpenAIProces
             base, subj, ratio = interleaved(one(complete, check_complete), one(streamed), profile.memory_rounds)
     ctx.reset_throttle()
     return [
-        Result(
+        Row(
             name="stream_reply_peak_memory_vs_non_streamed",
             description=f"tracemalloc peak while POSTing for a {LONG_REPLY_WORDS}-word reply: streamed vs not",
             unit="bytes/request",
@@ -667,7 +611,7 @@ def bench_stream_memory(ctx: Context, profile: Profile, server: FakeOpenAIProces
     ]
 
 
-def bench_long_history(ctx: Context, profile: Profile) -> list[Result]:
+def bench_long_history(ctx: Context, profile: Profile) -> list[Row]:
     """6. POST (offline provider) on an interaction with a long history vs a fresh one."""
     from llm.prompts import conversation_build
     from messages_app.models import Message
@@ -709,7 +653,7 @@ def bench_long_history(ctx: Context, profile: Profile) -> list[Result]:
 
     ms_history_read_and_build = statistics.median(time_calls(build_prompt, 1) * 1000 for _ in range(profile.reps))
     return [
-        Result(
+        Row(
             name="api_post_reply_long_history_vs_empty",
             description=(
                 f"POST a user message (offline provider) to an interaction with {profile.long_history}+ messages "
@@ -736,15 +680,7 @@ def bench_long_history(ctx: Context, profile: Profile) -> list[Result]:
 # --- Report ------------------------------------------------------------------------------
 
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def print_table(results: list[Result]) -> None:
+def print_table(results: list[Row]) -> None:
     headers = ("name", "baseline", "subject", "ratio", "unit")
     rows = [
         (r.name, "skipped", "-", "-", r.unit)
@@ -783,8 +719,8 @@ def main() -> int:
         ctx = Context()
         short_server = FakeOpenAIProcess(words=5)
         long_server = FakeOpenAIProcess(words=LONG_REPLY_WORDS)
-        results: list[Result] = []
-        steps: list[tuple[str, Callable[[], list[Result]]]] = [
+        results: list[Row] = []
+        steps: list[tuple[str, Callable[[], list[Row]]]] = [
             ("API overhead", lambda: bench_api_overhead(ctx, profile)),
             ("reply path vs raw openai SDK", lambda: bench_openai_overhead(ctx, profile, short_server, long_server)),
             ("message page cache", lambda: bench_message_page(ctx, profile)),
@@ -810,11 +746,7 @@ def main() -> int:
         "quick": args.quick,
         "profile": asdict(profile),
         "elapsed_seconds": round(elapsed, 1),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "ratio": "subject / baseline, median of per-round ratios; rounds alternate AB BA AB ...",
         "benchmarks": [asdict(r) for r in results],
     }

@@ -1,12 +1,13 @@
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, NamedTuple
 
 import pytest
 from django.conf import settings as django_settings
@@ -14,6 +15,7 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from bench.common import free_port, wait_for_port
 from tests.factories import InteractionFactory, UserFactory
 from tests.fake_openai import FakeOpenAIServer
 
@@ -43,21 +45,73 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# --- A real gunicorn (the repo's gunicorn.conf.py) in a child process -------------------------
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+class Served(NamedTuple):
+    process: "subprocess.Popen[bytes]"
+    port: int
+    token: str
+
+
+def openai_env(server: FakeOpenAIServer, *, timeout_seconds: int = 10) -> dict[str, str]:
+    """A child's settings for the loopback model server (tests/fake_openai.py)."""
+    return {
+        "LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": server.base_url,
+        "LLM_TIMEOUT_SECONDS": str(timeout_seconds),
+    }
+
+
+def demo_token(env: dict[str, str]) -> str:
+    """Migrate the child's database and create the demo user (manage.py); its API token."""
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+    created = subprocess.run(
+        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    return next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
+
+
+def gunicorn_start(
+    env: dict[str, str], port: int, *options: str, output: IO[bytes] | None = None, timeout: float = 20
+) -> "subprocess.Popen[bytes]":
+    """Start gunicorn with gunicorn.conf.py and `options` on 127.0.0.1:`port`; return once it
+    listens. Its output goes to `output` (stdout and stderr), or nowhere."""
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
+            *options,
+            "chatproject.wsgi:application",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=output if output is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=timeout)
+    except TimeoutError:
+        process.terminate()
+        process.wait(timeout=30)
+        raise
+    return process
+
+
+@contextmanager
+def gunicorn_serving(
+    env: dict[str, str], *options: str, output: IO[bytes] | None = None, timeout: float = 20
+) -> Iterator[Served]:
+    """gunicorn on a free port over a migrated database with the demo user, stopped afterwards."""
+    token = demo_token(env)
+    port = free_port()
+    process = gunicorn_start(env, port, *options, output=output, timeout=timeout)
+    try:
+        yield Served(process, port, token)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from llm.providers import ChatRequest, provider_get
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import ROOT, free_port, gunicorn_serving
 
 pytestmark = pytest.mark.slow
 
@@ -81,29 +81,8 @@ def _cmdline(pid: str) -> bytes:
 def gunicorn_running(subprocess_env: dict[str, str], **variables: str) -> Iterator[Gunicorn]:
     """The repo's gunicorn.conf.py (its default worker class), one worker, on a free port."""
     env = {**subprocess_env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "GUNICORN_WORKERS": "1", **variables}
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    created = subprocess.run(
-        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    token = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
-            *("--access-logfile", "/dev/null", "chatproject.wsgi:application"),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=20)
-        yield Gunicorn(process, port, token)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with gunicorn_serving(env, "--access-logfile", "/dev/null") as served:
+        yield Gunicorn(served.process, served.port, served.token)
 
 
 def new_interaction(server: Gunicorn) -> str:

@@ -2,15 +2,13 @@
 
 import http.client
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import gunicorn_serving, openai_env
 
 pytestmark = pytest.mark.slow
 
@@ -18,37 +16,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def gunicorn(fake_openai_server, subprocess_env) -> Iterator[tuple[int, str]]:
     fake_openai_server.reset()
-    env = {
-        **subprocess_env,
-        "LLM_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": fake_openai_server.base_url,
-        "LLM_TIMEOUT_SECONDS": "10",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-    }
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    created = subprocess.run(
-        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    token = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
-            *("--workers", "1", "--threads", "4", "--access-logfile", "/dev/null", "chatproject.wsgi:application"),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=20)
-        yield port, token
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    env = {**subprocess_env, **openai_env(fake_openai_server), "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
+    with gunicorn_serving(env, "--workers", "1", "--threads", "4", "--access-logfile", "/dev/null") as served:
+        yield served.port, served.token
 
 
 def request(port, token, method, path, body=None):

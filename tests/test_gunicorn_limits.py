@@ -7,13 +7,11 @@ what an HTTP library makes of them.
 import json
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import ROOT, gunicorn_serving
 
 pytestmark = pytest.mark.slow
 
@@ -35,27 +33,8 @@ def server(tmp_path_factory) -> Iterator[tuple[int, str]]:
             "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],
         }
     )
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    created = subprocess.run([*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True)
-    token = next(line.split()[-1] for line in created.stdout.splitlines() if line.startswith("token:"))
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
-            *("--workers", "1", "--access-logfile", "/dev/null", "chatproject.wsgi:application"),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=30)
-        yield port, token
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with gunicorn_serving(env, "--workers", "1", "--access-logfile", "/dev/null", timeout=30) as served:
+        yield served.port, served.token
 
 
 def raw_request(method: str, target: str, token: str, body: bytes = b"", **headers: str) -> bytes:

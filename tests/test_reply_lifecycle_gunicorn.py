@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import demo_token, free_port, gunicorn_start, openai_env
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +26,9 @@ class Gunicorn:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Gunicorn":
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"),
-                *("--workers", "1", "--access-logfile", "/dev/null", "chatproject.wsgi:application"),
-            ],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process = gunicorn_start(
+            self.env, self.port, "--workers", "1", "--access-logfile", "/dev/null", timeout=30
         )
-        wait_for_port(self.port, timeout=30)
         return self
 
     def worker_pids(self) -> list[int]:
@@ -74,22 +65,14 @@ def server_env(fake_openai_server, subprocess_env, redis_server) -> dict[str, st
     fake_openai_server.reset()
     env = {
         **subprocess_env,
-        "LLM_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": fake_openai_server.base_url,
-        "LLM_TIMEOUT_SECONDS": "30",
+        **openai_env(fake_openai_server, timeout_seconds=30),
         "LLM_MAX_RETRIES": "0",
         # Far longer than the test: a finalised reply was finalised because its worker died.
         "LLM_REPLY_LEASE_SECONDS": "600",
         "REDIS_URL": redis_server,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
     }
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    created = subprocess.run(
-        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    env["TEST_TOKEN"] = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
+    env["TEST_TOKEN"] = demo_token(env)
     return env
 
 

@@ -7,8 +7,6 @@ gevent); lines written while one stream is being sent must never carry another's
 
 import http.client
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import gunicorn_serving, openai_env
 from tests.fake_openai import Behaviour
 from tests.test_gunicorn import new_interaction, read_events
 
@@ -31,40 +29,17 @@ def logged_gunicorn(request, fake_openai_server, subprocess_env, tmp_path) -> It
     fake_openai_server.reset()
     env = {
         **subprocess_env,
+        **openai_env(fake_openai_server),
         "GUNICORN_WORKER_CLASS": request.param,
-        "LLM_PROVIDER": "openai",
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": fake_openai_server.base_url,
-        "LLM_TIMEOUT_SECONDS": "10",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "LOG_FORMAT": "json",
     }
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    created = subprocess.run(
-        [*manage, "demo_user"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    token = next(line.split()[-1] for line in created.splitlines() if line.startswith("token:"))
-    port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"),
-                *("--workers", "1", "--threads", str(CONCURRENT_STREAMS + 2)),
-                "chatproject.wsgi:application",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, timeout=20)
-            yield port, token, log_path
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
+    with (
+        log_path.open("wb") as log,
+        gunicorn_serving(env, "--workers", "1", "--threads", str(CONCURRENT_STREAMS + 2), output=log) as served,
+    ):
+        yield served.port, served.token, log_path
 
 
 def request(port, token, method, path, body, *, request_id):  # type: ignore[no-untyped-def]
