@@ -3,15 +3,9 @@
 Only that it runs and reports: its numbers are ratios for people to read, never thresholds.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_smoke import bench_run
 
 EXPECTED_BENCHMARKS = {
     "api_post_reply_vs_get_detail",
@@ -33,28 +27,8 @@ EXPECTED_BENCHMARKS = {
 
 @pytest.mark.slow
 def test_the_quick_benchmark_reports_every_measurement_as_positive_numbers_or_a_skip_reason(tmp_path):
-    # The benchmark sets up its own throwaway database: it runs in a child process, away
-    # from pytest-django's test database, with no provider, cache or database from the
-    # developer's environment.
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OPENAI_", "LLM_", "DJANGO_", "MONGODB_", "REDIS_", "DATABASE_"))
-    }
-    output = tmp_path / "bench.json"
+    report, completed = bench_run("run.py", "--quick", output=tmp_path / "bench.json", timeout=150)
 
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json", str(output)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(output.read_text())
     assert report["quick"] is True
     results = {result["name"]: result for result in report["benchmarks"]}
     assert set(results) == EXPECTED_BENCHMARKS

@@ -3,14 +3,9 @@
 Only that it runs and reports: its numbers are ratios for people to read, never thresholds.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.bench_smoke import bench_run
 
 EXPECTED_PAGES = {
     "interaction_change_page",
@@ -25,25 +20,8 @@ EXPECTED_PAGES = {
 
 @pytest.mark.slow
 def test_the_quick_admin_benchmark_reports_time_and_size_of_every_page(tmp_path):
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OPENAI_", "LLM_", "DJANGO_", "MONGODB_", "REDIS_", "DATABASE_"))
-    }
-    output = tmp_path / "admin.json"
+    report, completed = bench_run("admin.py", "--quick", output=tmp_path / "admin.json", timeout=170)
 
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "admin.py"), "--quick", "--json", str(output)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(output.read_text())
     assert report["quick"] is True
     results = report["results"]
     assert set(results) == EXPECTED_PAGES | {"usage_record_vs_reply_final_write"}
