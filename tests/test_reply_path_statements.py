@@ -16,7 +16,7 @@ def test_the_reply_in_the_post_answer_is_the_stored_reply(api, interaction):
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="counts SQL statements: SQLite only")
-def test_a_post_runs_ten_statements_and_reads_no_reply_back(api, interaction):
+def test_a_post_runs_eleven_statements_and_reads_no_reply_back(api, interaction):
     # The first message of the day also titles the interaction and opens the day's usage bucket.
     api.post(f"/api/v1/interactions/{interaction.pk}/messages/", {"content": "Hello"}, format="json")
 
@@ -25,6 +25,9 @@ def test_a_post_runs_ten_statements_and_reads_no_reply_back(api, interaction):
 
     assert response.status_code == 201
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
-    # Token, interaction; claim and count, insert; count, insert the reply; history; the
-    # reply's outcome, usage, release. The reply is not read back after its final write.
-    assert statements == ["SELECT", "SELECT", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"] + ["UPDATE"] * 3
+    # Token, interaction; claim and count, the user message's usage, insert; count, insert
+    # the reply; history; the reply's outcome, usage, release. The reply is not read back
+    # after its final write.
+    assert (
+        statements == ["SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"] + ["UPDATE"] * 3
+    )
