@@ -73,7 +73,7 @@ QUICK = Profile(
     seconds=1,
     connections=4,
     sweep=(4,),
-    sweep_seconds=2,
+    sweep_seconds=3,
     model_seconds=0.2,
     stream_deltas=4,
     poll_messages=300,
@@ -980,7 +980,9 @@ class Bench:
         """
         p = self.profile
         clients = len(interactions)
-        warmup = p.model_seconds * 2
+        # Long enough for a fresh server's first replies, which load the reply path (and, on the
+        # monitored server, run traced): a window that opens before they finish counts none.
+        warmup = max(p.model_seconds * 2, 3.0)
         start = time.monotonic()
         window = (start + warmup, start + warmup + p.sweep_seconds)
         latencies: list[float] = []
