@@ -368,7 +368,7 @@ def _reply_text(
                 attempt.parts.append(chunk.delta)
                 yield chunk.delta
             if time.monotonic() - renewed_at >= renew_every:
-                if not interaction_reply_slot_renew(claim=claim):
+                if not _claim_renewed(claim=claim):
                     raise ReplyClaimLost(claim)
                 renewed_at = time.monotonic()
         if not attempt.parts:
@@ -386,6 +386,17 @@ def _reply_text(
         attempt.error = ReplyError(
             ReplyErrorCode.INTERNAL_ERROR, f"the server failed while generating: {type(exc).__name__}"
         )
+
+
+def _claim_renewed(*, claim: ReplyClaim) -> bool:
+    """Renew the claim; False only if it is known lost. A renewal that fails (the database
+    was busy for a moment) does not end the reply: the lease outlasts three renewals, so the
+    next one tries again, and the final write still finds out whether the claim is held."""
+    try:
+        return interaction_reply_slot_renew(claim=claim)
+    except DatabaseError:
+        logger.warning("renewing claim %s failed; the reply goes on", claim.token, exc_info=True)
+        return True
 
 
 def _reply_finish(

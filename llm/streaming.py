@@ -6,7 +6,8 @@ idempotent replay asked for that way answers its stored result as events (replay
 Events, in order: `message.created` (the stored user message; absent on retry),
 `reply.created` (the stored `in_progress` reply), `reply.delta` (`{"id", "delta"}`, as
 text arrives), then `reply.completed` (the stored reply) or `error` (the error envelope
-with the stored reply in `error.details.reply` and, when the provider rate-limited us,
+naming the stored ids in `error.details` (`message_id`, `reply_id`), with the stored reply
+in `error.details.reply` and, when the provider rate-limited us,
 how long it asked to wait in `error.details.retry_after_seconds`).
 """
 
@@ -80,6 +81,8 @@ def _final_event(reply: Message) -> bytes:
         error_type="upstream_error",
         details={
             "status": status_code,
+            # What is stored, named as a JSON error names it (the stored reply is whole in `reply`).
+            **({"message_id": str(reply.reply_to_id)} if reply.reply_to_id else {}),
             "reply_id": str(reply.pk),
             "reply": reply_data,
             **({"retry_after_seconds": reply.retry_after_seconds} if reply.retry_after_seconds else {}),
