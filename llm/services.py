@@ -117,13 +117,20 @@ def message_post(
                 raise IdempotencyKeyReused(param="Idempotency-Key")
             return MessagePosted(message=earlier, reply=_replayed_reply(earlier), replayed=True)
     if role != MessageRole.USER:
-        message = message_create(
-            interaction=interaction,
-            role=role,
-            content=content,
-            idempotency_key=idempotency_key,
-            request_fingerprint=fingerprint,
-        )
+        message_id = new_id()
+        try:
+            message = message_create(
+                interaction=interaction,
+                role=role,
+                content=content,
+                idempotency_key=idempotency_key,
+                request_fingerprint=fingerprint,
+                message_id=message_id,
+            )
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            message = _stored_without_reply_after_failure(exc, interaction=interaction, message_id=message_id)
         return MessagePosted(message=message, reply=None, replayed=False)
     message_id = new_id()
     claim = ReplyClaim.new(interaction_id=interaction.pk, reply_id=new_id())
@@ -208,6 +215,25 @@ def stored_after_failure(
         reply_id=str(reply.pk) if reply else None,
         may_have_been_stored=[],
     ) from exc
+
+
+def _stored_without_reply_after_failure(exc: Exception, *, interaction: Interaction, message_id: uuid.UUID) -> Message:
+    """After `exc` broke off storing a message that gets no reply: the message, if it was
+    stored after all (its insert committed, then the call failed); else WriteFailed saying
+    that nothing was stored, or, if the database cannot tell, naming the id it may have."""
+    database = isinstance(exc, DatabaseError)
+    if not database:
+        logger.error("posting a message failed", exc_info=exc)
+    try:
+        message = Message.objects.filter(interaction_id=interaction.pk, pk=message_id).first()
+    except DatabaseError:
+        logger.warning("could not read back what was stored", exc_info=True)
+        raise WriteFailed(
+            database=database, message_id=str(message_id), reply_id=None, may_have_been_stored=["message_id"]
+        ) from exc
+    if message is None:
+        raise WriteFailed(database=database, message_id=None, reply_id=None, may_have_been_stored=[]) from exc
+    return message
 
 
 def reply_start(*, user_message: Message, claim: ReplyClaim, backdated: bool = False) -> Message:

@@ -11,6 +11,7 @@ into `failed` (`reply_abandoned`), retryable in place. See the README's reply st
 
 import logging
 import os
+import time
 import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -126,8 +127,12 @@ def message_create(
             backdated=created_at is not None,
         )
     except DatabaseError:
-        # Committed or not, the slot holds no reply of this claim yet.
-        reply_claim_abort(interaction=interaction, claim=claim)
+        if claim is not None:
+            # Committed or not, the slot holds no reply of this claim yet.
+            reply_claim_abort(interaction=interaction, claim=claim)
+        else:
+            # Whether the count committed cannot be known: count the stored rows.
+            interaction_message_count_repair(interaction=interaction)
         raise
     counted_in_usage = is_user_turn and _user_message_usage_record(interaction=interaction, day=now.date())
     try:
@@ -140,7 +145,7 @@ def message_create(
         if claim is not None:
             reply_claim_abort(interaction=interaction, claim=claim)
         else:
-            _message_uncount(interaction=interaction, at=now)
+            _message_uncount_unless_stored(interaction=interaction, message_id=message.pk, at=now)
         if isinstance(exc, IntegrityError):
             raise Conflict(
                 "A message with this Idempotency-Key was created at the same time.",
@@ -176,6 +181,61 @@ def _user_message_usage_unrecord(*, interaction: Interaction, message_id: uuid.U
             usage_message_unrecord(user_id=interaction.owner_id, model=_usage_model(interaction), day=day)
     except DatabaseError:
         logger.warning("usage of user message %s stays counted", message_id, exc_info=True)
+
+
+def _message_uncount_unless_stored(*, interaction: Interaction, message_id: uuid.UUID, at: datetime) -> None:
+    """After the insert of a message counted without a claim failed: the count stands if the
+    insert committed after all (the call failed afterwards), else it is undone."""
+    try:
+        if Message.objects.filter(pk=message_id).exists():
+            return
+        _message_uncount(interaction=interaction, at=at)
+    except DatabaseError:
+        logger.warning("could not undo the count of message %s", message_id, exc_info=True)
+
+
+# How often a recount is tried while other writes to the interaction race it.
+RECOUNT_ATTEMPTS = 3
+RECOUNT_PAUSE_SECONDS = 0.05
+
+
+def interaction_message_count_repair(*, interaction: Interaction) -> bool:
+    """Set the interaction's `message_count` and `last_message_at` from its stored rows,
+    after a count that failed without telling whether it committed. Returns whether it did.
+
+    No claim is taken (a user posting meanwhile is not refused). The recount is one update
+    conditional on the `version` and the reply-slot token read before counting: every count
+    bumps `version`, and a claim changes the token, so a count made meanwhile makes it match
+    nothing, and it is tried again. A reply slot whose holder has not stored its reply yet
+    (it counts the reply, then stores it, within milliseconds) is waited for. Gives up,
+    logged, after RECOUNT_ATTEMPTS tries or on a database error; the finalisation of an
+    abandoned claim recounts too.
+    """
+    for attempt in range(RECOUNT_ATTEMPTS):
+        if attempt:
+            time.sleep(RECOUNT_PAUSE_SECONDS)
+        try:
+            seen = Interaction.objects.filter(pk=interaction.pk).values("version", "reply_claim_token").first()
+            if seen is None:
+                return False
+            token = seen["reply_claim_token"]
+            if token and not Message.objects.filter(status=MessageStatus.IN_PROGRESS, claim_token=token).exists():
+                continue  # Its holder may be between counting its reply and storing it.
+            recounted = Interaction.objects.filter(
+                pk=interaction.pk, version=seen["version"], reply_claim_token=token
+            ).update(
+                message_count=Message.objects.filter(interaction_id=interaction.pk).count(),
+                last_message_at=_newest_message_at(interaction_id=interaction.pk),
+                version=F("version") + 1,
+            )
+        except DatabaseError:
+            logger.warning("recounting the messages of %s failed", interaction.pk, exc_info=True)
+            return False
+        if recounted:
+            interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
+            return True
+    logger.warning("recounting the messages of %s gave up: other writes kept changing it", interaction.pk)
+    return False
 
 
 def _message_uncount(*, interaction: Interaction, at: datetime) -> None:
