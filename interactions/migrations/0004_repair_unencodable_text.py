@@ -106,5 +106,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(repair, migrations.RunPython.noop, elidable=True),
+        # Not atomic by itself: on SQLite the whole migration runs in one transaction anyway;
+        # on MongoDB an atomic block would open a connection for a migration that uses none.
+        migrations.RunPython(repair, migrations.RunPython.noop, atomic=False, elidable=True),
     ]
