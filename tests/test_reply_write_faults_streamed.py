@@ -10,13 +10,18 @@ stored before the stream starts, or the stream ends with `reply.completed` or wi
 `error` event naming what is stored; no reply stays `in_progress` once abandoned replies
 are finalised; a replay with the same Idempotency-Key (streamed too) converges to one user
 message with one reply; a streamed retry on the user message works without a key; and
-`message_count` equals the stored rows.
+`message_count` equals the stored rows. And once more with the database going away at that
+write (every later statement fails, reads too): the answer then names the ids that may have
+been stored, and everything converges once it is back.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
 
 from messages_app.models import Message, MessageRole, MessageStatus
 from tests.factories import InteractionFactory
@@ -26,6 +31,7 @@ from tests.test_reply_write_faults import (
     WRITE_NAMES,
     assert_counters_equal_rows,
     finalise_abandoned,
+    is_write,
     recorded_writes,
     stored,
     write_fails,
@@ -253,3 +259,81 @@ def test_a_failed_renewal_does_not_end_a_streamed_reply(api, user, settings, whe
     replayed = post_streamed(api, interaction, key="k-1")
     assert [replayed.events[0][1]["id"], replayed.events[-1][1]["id"]] == [str(user_message.pk), str(reply.pk)]
     assert_one_user_message_with_one_final_reply(interaction)
+
+
+@contextmanager
+def database_gone(number: int, when: str) -> Iterator[None]:
+    """From the `number`th write on (`before` it runs, or `after` it committed), the database
+    answers nothing: every statement fails, reads too, until the block ends."""
+    seen = 0
+    gone = False
+
+    def inject(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        nonlocal seen, gone
+        if gone:
+            raise OperationalError("injected: the database went away")
+        if is_write(sql):
+            seen += 1
+            if seen == number:
+                gone = True
+                if when == "after":
+                    execute(sql, params, many, context)
+                raise OperationalError("injected: the database went away")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(inject):
+        yield
+
+
+def assert_every_stored_row_is_named(error: dict[str, Any], interaction) -> None:  # type: ignore[no-untyped-def]
+    """What is stored is named; what is named and not stored is listed as `may_have_been_stored`."""
+    user, reply = user_and_reply(interaction)
+    details = error["details"]
+    unsure = set(details.get("may_have_been_stored", []))
+    assert error["code"] == "database_unavailable", error
+    assert unsure, "the database could not say what is stored: the answer says so"
+    for name, row in (("message_id", user), ("reply_id", reply)):
+        if row is not None:
+            assert details.get(name) == str(row.pk), (name, error)
+        elif name in details:
+            assert name in unsure, (name, error)
+
+
+@pytest.mark.parametrize(("number", "when"), CASES, ids=CASE_IDS)
+def test_when_the_database_goes_away_mid_stream_the_answer_names_what_may_have_been_stored_and_a_replay_converges(
+    api, user, settings, number, when
+):
+    interaction = InteractionFactory(owner=user)
+
+    with database_gone(number, when):
+        failed = post_streamed(api, interaction, key="k-1")
+
+    if failed.streamed:
+        last, data = failed.events[-1]
+        if last == "error":
+            assert_every_stored_row_is_named(data["error"], interaction)
+        else:
+            assert last == "reply.completed", "the outcome was stored before the database went away"
+    else:
+        assert failed.json is not None
+        assert failed.status == 503, failed.json
+        assert_every_stored_row_is_named(failed.json["error"], interaction)
+    finalise_abandoned(settings)
+    assert not [m for m in stored(interaction) if m.status == MessageStatus.IN_PROGRESS]
+    assert_counters_equal_rows(interaction)
+
+    replayed = post_streamed(api, interaction, key="k-1")
+
+    if stored(interaction):
+        user_message, _ = assert_one_user_message_with_one_final_reply(interaction)
+        first_id = (
+            replayed.events[0][1]["id"]
+            if replayed.streamed
+            else (replayed.json or {})["error"]["details"]["message_id"]
+        )
+        assert first_id == str(user_message.pk)
+    else:
+        assert replayed.streamed, "nothing stored: posted anew"
+        assert replayed.events[-1][0] == "reply.completed"
+        assert_one_user_message_with_one_final_reply(interaction)
+    assert_counters_equal_rows(interaction)
