@@ -1,6 +1,6 @@
 """The queries that repair an interaction's message count after a failed write, under
-django-mongodb-backend, proven without a server (the method of tests/test_mongodb_contract.py,
-whose helpers this uses).
+django-mongodb-backend, proven without a server (the method of tests/mongo_contract.py, whose
+helpers this uses).
 
 After the count of a message without a reply (assistant, system) failed without telling
 whether it committed, messages_app.services.interaction_message_count_repair sets the count
@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.test_mongodb_contract import (
+from tests.mongo_contract import (
     INTERACTION_ID,
-    MIGRATIONS_SCRIPT,
     OWNER_ID,
+    RECORDER,
     apply_update,
     created_indexes,
     equality_conditions,
     matches,
+    migrations_recorded,
     mongodb_env,
     run_django,
     stage,
@@ -35,52 +36,23 @@ MESSAGE_ID = "0190f0e0-0003-7000-8000-000000000004"
 TOKEN = "a" * 32
 NEWEST = datetime(2025, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
-COMMANDS_SCRIPT = """
+COMMANDS_SCRIPT = (
+    RECORDER
+    + """
 import uuid
 from datetime import datetime
 
 from bson import ObjectId
 from django.contrib.auth.models import User
-from django_mongodb_backend.compiler import SQLInsertCompiler, SQLUpdateCompiler
-from django_mongodb_backend.query import MongoQuery
 
 from interactions.models import Interaction
 from llm import services as llm_services
 from messages_app import services as message_services
 
-recorded, canned_results = [], []
-
-class Cursor:
-    def __init__(self, documents):
-        self.documents = iter(documents)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self.documents)
-
-    next = __next__
-
-def record_aggregate(self):
-    recorded.append({"op": "aggregate", "collection": self.compiler.collection_name, "pipeline": self.get_pipeline()})
-    return Cursor(canned_results.pop(0) if canned_results else [])
-
-def record_update(self, criteria, pipeline):
-    recorded.append({"op": "update_many", "collection": self.collection_name, "filter": criteria, "update": pipeline})
-    return 1
-
-def record_insert(self, documents, returning_fields=None):
-    recorded.append({"op": "insert_many", "collection": self.collection_name, "documents": documents})
-    return [(None,)] * len(documents) if returning_fields else []
-
-MongoQuery.get_cursor = record_aggregate
-SQLUpdateCompiler.update = record_update
-SQLInsertCompiler.insert = record_insert
-
-def commands_of(step, *answers):
+def outcome_of(step, *results):
+    # The commands `step` sends and what it returns; its reads find `results`, in order.
     recorded.clear()
-    canned_results[:] = [list(answer) for answer in answers]
+    canned_results[:] = [list(documents) for documents in results]
     result = step()
     return {"commands": list(recorded), "result": result}
 
@@ -99,28 +71,29 @@ def stored_after_failure():
     return "stored"
 
 emit({
-    "repair_free": commands_of(
+    "repair_free": outcome_of(
         lambda: message_services.interaction_message_count_repair(interaction=interaction),
         [{"version": 7, "reply_claim_token": ""}],
         [{"__count": 2}],
         [{"created_at": newest}],
     ),
-    "repair_held": commands_of(
+    "repair_held": outcome_of(
         lambda: message_services.interaction_message_count_repair(interaction=interaction),
         [{"version": 7, "reply_claim_token": PARAMS["token"]}],
         [{"a": 1}],
         [{"__count": 2}],
         [{"created_at": newest}],
     ),
-    "stored_check": commands_of(
+    "stored_check": outcome_of(
         lambda: message_services._message_uncount_unless_stored(
             interaction=interaction, message_id=message_id, at=newest
         ),
         [{"a": 1}],
     ),
-    "stored_read_back": commands_of(stored_after_failure),
+    "stored_read_back": outcome_of(stored_after_failure),
 })
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +111,7 @@ def commands() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def migrations() -> dict[str, Any]:
-    return run_django(MIGRATIONS_SCRIPT, mongodb_env())
+    return migrations_recorded()
 
 
 INTERACTION = uuid_hex(INTERACTION_ID)

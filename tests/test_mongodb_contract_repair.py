@@ -1,14 +1,14 @@
 """The repair of unencodable text (interactions/migrations/0004_repair_unencodable_text.py)
 under django-mongodb-backend: a no-op that never touches the server (a BSON string is UTF-8
 and pymongo refuses a lone surrogate, so no document holds what it repairs). Same method as
-tests/test_mongodb_contract.py; its migrations test applies this migration with the others.
+tests/mongo_contract.py; its MIGRATIONS_SCRIPT applies this migration with the others.
 """
 
 from typing import Any
 
 import pytest
 
-from tests.test_mongodb_contract import mongodb_env, run_django
+from tests.mongo_contract import mongodb_env, run_django
 
 REPAIR_SCRIPT = """
 import importlib

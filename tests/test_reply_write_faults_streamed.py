@@ -220,8 +220,10 @@ def test_after_a_failed_write_of_a_streamed_post_a_streamed_retry_on_the_user_me
 
 
 # A streamed reply renews its claim while text arrives (every LLM_REPLY_LEASE_SECONDS / 3):
-# with a lease of 0 it renews after every chunk, so the sixth write is the first renewal.
-RENEWAL = 6
+# with a lease of 0 it renews after every chunk, so its first renewal comes just before the
+# write of the reply's outcome.
+REPLY_OUTCOME = POST_WRITES.index(("UPDATE", "messages_app_message"))
+RENEWAL = REPLY_OUTCOME + 1
 
 
 def test_a_streamed_reply_renews_its_claim_as_text_arrives(api, user, settings):
@@ -232,12 +234,13 @@ def test_a_streamed_reply_renews_its_claim_as_text_arrives(api, user, settings):
         answer = post_streamed(api, interaction)
 
     assert answer.events[-1][0] == "reply.completed"
-    assert writes[:5] == POST_WRITES[:5]
+    assert writes[:REPLY_OUTCOME] == POST_WRITES[:REPLY_OUTCOME]
     deltas = sum(1 for event, _ in answer.events if event == "reply.delta")
-    renewals = writes[5 : -len(POST_WRITES[5:])]
+    after_renewals = POST_WRITES[REPLY_OUTCOME:]
+    renewals = writes[REPLY_OUTCOME : -len(after_renewals)]
     assert len(renewals) >= deltas, "one renewal after each chunk"
     assert set(renewals) == {("UPDATE", "interactions_interaction")}
-    assert writes[-len(POST_WRITES[5:]) :] == POST_WRITES[5:]
+    assert writes[-len(after_renewals) :] == after_renewals
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
