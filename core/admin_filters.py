@@ -6,6 +6,7 @@ django-mongodb-backend does not support. These filters take what staff type inst
 an exact value, or a range of days, and turn it into one indexable condition.
 """
 
+import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any, cast
@@ -157,3 +158,11 @@ class BoundedCountPaginator(Paginator):
     def count(self) -> int:
         rows = cast(QuerySet[Any], self.object_list)
         return int(rows[: self.COUNT_LIMIT].count())
+
+
+def uuid_or_none(term: str) -> uuid.UUID | None:
+    """`term` as an id if it is one (a search for an id is an index seek, not a text scan)."""
+    try:
+        return uuid.UUID(term)
+    except ValueError:
+        return None

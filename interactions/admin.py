@@ -12,7 +12,7 @@ from django.utils.safestring import SafeString
 
 from audit.models import StaffAccessAction
 from audit.services import staff_access_record
-from core.admin_filters import BoundedCountPaginator, date_range_filter, input_filter
+from core.admin_filters import BoundedCountPaginator, date_range_filter, input_filter, uuid_or_none
 from interactions.models import Interaction
 from interactions.services import interaction_delete, interaction_update
 from messages_app.models import Message, MessageRole, MessageStatus
@@ -85,7 +85,10 @@ class InteractionAdmin(admin.ModelAdmin):
         input_filter("model", "model", "model_name"),
     ]
     search_fields = ["title", "owner__username"]
-    search_help_text = "Title, owner's username, or words in the messages."
+    search_help_text = (
+        "Title, owner's username, or words in the messages (the newest 1,000 messages that contain them); "
+        "or the id of an interaction or of one of its messages."
+    )
     ordering = ["-last_activity_at", "-id"]
     list_select_related = ["owner"]
     show_full_result_count = False
@@ -134,6 +137,12 @@ class InteractionAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        searched_id = uuid_or_none(term)
+        if searched_id is not None:
+            # An id pasted from a log line or an error's details: the interaction itself, or
+            # the one the message with that id belongs to. Two unique-index seeks, no scan.
+            of_message = Message.objects.filter(pk=searched_id).values_list("interaction_id", flat=True)[:1]
+            return queryset.filter(Q(pk=searched_id) | Q(pk__in=list(of_message))), False
         # Owners and messages are read first, by themselves, so that the interactions need no
         # join (on MongoDB a join is a $lookup for every interaction). The content search is
         # the one read that may scan (there is no text index): only when staff search.

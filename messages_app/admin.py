@@ -1,10 +1,10 @@
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
-from core.admin_filters import BoundedCountPaginator, date_range_filter, input_filter
+from core.admin_filters import BoundedCountPaginator, date_range_filter, input_filter, uuid_or_none
 from messages_app.models import Message, ReplyErrorCode
 
 
@@ -48,6 +48,20 @@ class MessageAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = BoundedCountPaginator
+
+    search_help_text = (
+        "Words in the message, or the id of a message, of its interaction or of the message it replies to."
+    )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        searched_id = uuid_or_none(search_term.strip())
+        if searched_id is None:
+            return super().get_search_results(request, queryset, search_term)
+        # An id is looked up along the indexes on id, interaction and reply_to: no content scan.
+        matched = Q(pk=searched_id) | Q(interaction_id=searched_id) | Q(reply_to_id=searched_id)
+        return queryset.filter(matched), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
