@@ -177,7 +177,7 @@ class Context:
                 last = chunk
         finally:
             response.close()
-        if not last.startswith(b"event: reply.completed"):
+        if b"\nevent: reply.completed\n" not in b"\n" + last:
             raise RuntimeError(f"the stream did not end with reply.completed: {last[:300]!r}")
         return last
 

@@ -346,8 +346,10 @@ LLM_REPLY_LEASE_SECONDS = env.int("LLM_REPLY_LEASE_SECONDS", default=300)
 LLM_REPLY_PROGRESS_INTERVAL_SECONDS = env.float("LLM_REPLY_PROGRESS_INTERVAL_SECONDS", default=0.5)
 LLM_REPLY_PROGRESS_CHARS = env.int("LLM_REPLY_PROGRESS_CHARS", default=400)
 LLM_REPLY_PROGRESS_GROWTH = env.float("LLM_REPLY_PROGRESS_GROWTH", default=0.25)
-# How often the process generating replies looks for cancel requests.
+# How often the process generating replies looks for cancel requests, and how long the
+# cancel endpoint waits for the reply's outcome before answering 202.
 LLM_REPLY_CANCEL_POLL_SECONDS = env.float("LLM_REPLY_CANCEL_POLL_SECONDS", default=0.25)
+LLM_REPLY_CANCEL_WAIT_SECONDS = env.float("LLM_REPLY_CANCEL_WAIT_SECONDS", default=3.0)
 # Redis carrying live text to followers (Redis Streams); defaults to REDIS_URL; empty: followers
 # read the stored progress.
 REPLY_RELAY_REDIS_URL = env.str("REPLY_RELAY_REDIS_URL", default=REDIS_URL)

@@ -122,8 +122,16 @@ class CancelWatcher:
                 self.poll()
             except Exception:
                 logger.exception("looking for cancelled replies failed")
-                # A broken database connection of this thread is replaced on the next poll.
-                close_old_connections()
+                self._drop_broken_connection()
+
+    @staticmethod
+    def _drop_broken_connection() -> None:
+        """Let the next poll open a new database connection. This thread must outlive any
+        failure: without it no cancel reaches this process's replies until it restarts."""
+        try:
+            close_old_connections()
+        except Exception:
+            logger.exception("closing the cancel watcher's database connection failed")
 
 
 def _cancelled_reply_ids(reply_ids: list[uuid.UUID]) -> Iterable[uuid.UUID]:

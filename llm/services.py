@@ -33,17 +33,21 @@ from interactions.services import (
     interaction_reply_slot_release,
     interaction_reply_slot_renew,
 )
+from llm.cancellation import ReplyCancelled, reply_cancel_scope
 from llm.metrics import replies_total, reply_latency_seconds, reply_time_to_first_token_seconds, tokens_total
+from llm.progress import ReplyProgress
 from llm.prompts import conversation_build
 from llm.providers import ChatProvider, ChatRequest, ProviderError, ProviderFailure, Usage, provider_get
 from messages_app.errors import WriteFailed
 from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
 from messages_app.selectors import message_get_by_idempotency_key, message_history_newest_first, message_reply_get
 from messages_app.services import (
+    CANCELLED_MESSAGE,
     REPLY_FIELDS,
     RETRYABLE_STATUSES,
     message_create,
     message_reply_finish,
+    message_reply_progress_store,
     message_reply_restart,
     reply_claim_abort,
 )
@@ -333,6 +337,8 @@ class ReplyError:
 @dataclass
 class _Attempt:
     started: float
+    # Stores and relays the text while it arrives (llm/progress.py).
+    progress: ReplyProgress
     parts: list[str] = field(default_factory=list)
     model: str = ""
     finish_reason: str = ""
@@ -353,14 +359,23 @@ def reply_run(*, reply: Message, claim: ReplyClaim, stream: bool) -> Iterator[st
     what the claim left (reply_claim_abort).
     """
     provider = provider_get()
-    attempt = _Attempt(started=time.monotonic())
+    progress = ReplyProgress(
+        reply_id=reply.pk,
+        attempt=reply_attempt(reply),
+        store=lambda text: message_reply_progress_store(reply=reply, claim=claim, content=text),
+    )
+    attempt = _Attempt(started=time.monotonic(), progress=progress)
     try:
-        yield from _reply_text(reply=reply, claim=claim, provider=provider, stream=stream, attempt=attempt)
-    except GeneratorExit:
-        attempt.error = ReplyError(ReplyErrorCode.STREAM_INTERRUPTED, "the reply was abandoned before it finished")
+        try:
+            yield from _reply_text(reply=reply, claim=claim, provider=provider, stream=stream, attempt=attempt)
+        except GeneratorExit:
+            attempt.error = ReplyError(ReplyErrorCode.STREAM_INTERRUPTED, "the reply was abandoned before it finished")
+            _reply_finish(reply=reply, claim=claim, provider=provider, stream=stream, attempt=attempt)
+            raise
         _reply_finish(reply=reply, claim=claim, provider=provider, stream=stream, attempt=attempt)
-        raise
-    _reply_finish(reply=reply, claim=claim, provider=provider, stream=stream, attempt=attempt)
+    finally:
+        # The outcome is stored (or cannot be): followers stop waiting for this attempt's text.
+        progress.finished()
 
 
 def _reply_text(
@@ -384,19 +399,23 @@ def _reply_text(
             temperature=interaction.temperature,
         )
         attempt.model = request.model
-        for chunk in provider.chat(request, stream=stream):
-            attempt.model = chunk.model or attempt.model
-            attempt.finish_reason = chunk.finish_reason or attempt.finish_reason
-            attempt.usage = chunk.usage or attempt.usage
-            if chunk.delta:
-                if attempt.first_token_at is None:
-                    attempt.first_token_at = time.monotonic()
-                attempt.parts.append(chunk.delta)
-                yield chunk.delta
-            if time.monotonic() - renewed_at >= renew_every:
-                if not _claim_renewed(claim=claim):
-                    raise ReplyClaimLost(claim)
-                renewed_at = time.monotonic()
+        # A stored cancel request cuts the provider call, even one blocked reading (llm/cancellation.py).
+        with reply_cancel_scope(reply.pk) as cancel_scope:
+            for chunk in provider.chat(request, stream=stream):
+                cancel_scope.check()
+                attempt.model = chunk.model or attempt.model
+                attempt.finish_reason = chunk.finish_reason or attempt.finish_reason
+                attempt.usage = chunk.usage or attempt.usage
+                if chunk.delta:
+                    if attempt.first_token_at is None:
+                        attempt.first_token_at = time.monotonic()
+                    attempt.parts.append(chunk.delta)
+                    attempt.progress.add(chunk.delta)
+                    yield chunk.delta
+                if time.monotonic() - renewed_at >= renew_every:
+                    if not _claim_renewed(claim=claim):
+                        raise ReplyClaimLost(claim)
+                    renewed_at = time.monotonic()
         if not attempt.parts:
             attempt.error = ReplyError(
                 ReplyErrorCode.UPSTREAM_BAD_RESPONSE, "the model provider returned an empty reply"
@@ -405,6 +424,8 @@ def _reply_text(
             attempt.error = ReplyError(ReplyErrorCode.STREAM_INTERRUPTED, "the model provider's stream ended early")
     except ProviderError as exc:
         attempt.error = ReplyError(PROVIDER_FAILURE_CODES[exc.failure], exc.message, exc.retry_after_seconds)
+    except ReplyCancelled:
+        attempt.error = ReplyError(ReplyErrorCode.CANCELLED, CANCELLED_MESSAGE)
     except ReplyClaimLost:
         attempt.claim_lost = True
     except Exception as exc:
@@ -437,7 +458,10 @@ def _reply_finish(
     time_to_first_token = (attempt.first_token_at - attempt.started) if (stream and attempt.first_token_at) else None
     content = "".join(attempt.parts)
     error, usage = attempt.error, attempt.usage
-    if error is not None:
+    if error is not None and error.code == ReplyErrorCode.CANCELLED:
+        # Stopped by the user: what arrived (possibly nothing) is kept, and can be retried.
+        status = MessageStatus.INCOMPLETE
+    elif error is not None:
         # Text that arrived before a failure is kept; the reply is then incomplete.
         status = MessageStatus.INCOMPLETE if content else MessageStatus.FAILED
     elif attempt.finish_reason == "length":
@@ -491,6 +515,14 @@ def _reply_finish(
     if usage:
         tokens_total.labels(provider.name, "prompt").inc(usage.prompt_tokens or 0)
         tokens_total.labels(provider.name, "completion").inc(usage.completion_tokens or 0)
+
+
+def reply_attempt(reply: Message) -> str:
+    """The opaque name of the reply's current generation attempt, in event ids and relay keys.
+
+    Derived from the attempt's claim token (a retry takes a new one), which it does not reveal.
+    """
+    return hashlib.sha256(f"{reply.pk}:{reply.claim_token}".encode()).hexdigest()[:16]
 
 
 def _reply_reload(reply: Message) -> None:

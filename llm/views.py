@@ -5,18 +5,22 @@ not, idempotent), retrying a reply. The views parse and serialise; llm.services 
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import serializers, status, viewsets
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
 from core.auth import request_user
-from core.errors import ApplicationError
+from core.errors import ApplicationError, Conflict
 from core.pagination import ListPagination, list_params_key
 from core.renderers import EventStreamRenderer, asks_for_event_stream, json_unless_streamed
 from core.schema import NOT_MODIFIED, error_responses
@@ -24,10 +28,14 @@ from core.serializers import parse_id
 from core.throttling import FailOpenUserRateThrottle, MessagePostRateThrottle
 from interactions.cache import cached_response, version_etag
 from interactions.models import Interaction
+from llm.control import reply_abandoned_finalise, reply_cancel, reply_reload
+from llm.events import EVENT_ID_PATTERN, StreamPosition, stream_position_parse
+from llm.follow import ReplyFollower
+from llm.followers import StreamTicketAuthentication, follower_slot_acquire, stream_ticket_issue
 from llm.services import MessagePosted, message_post, reply_retry, reply_retry_start
-from llm.streaming import ReplyEventStream, replayed_events
+from llm.streaming import ReplyEventStream, replayed_events, reply_terminal_event
 from messages_app.errors import ReplyFailed
-from messages_app.models import Message, MessageStatus
+from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.selectors import message_get, message_list
 from messages_app.serializers import MessageCreatedSerializer, MessageInputSerializer, MessageSerializer
 from messages_app.services import interaction_get_finalised
@@ -41,8 +49,10 @@ STREAM_DESCRIPTION = (
     "as events: "
     "`message.created` (the stored user message), `reply.created` (the stored in-progress reply), "
     '`reply.delta` events (`{"id", "delta"}`), then `reply.completed` (the stored reply, with usage '
-    "and timings) or `error` (the error envelope; the stored reply is in `error.details.reply`). "
-    "If the client disconnects, the reply is still generated and stored."
+    "and timings), `reply.cancelled` (the stored reply, stopped with `POST .../cancel/`) or `error` (the "
+    "error envelope; the stored reply is in `error.details.reply`). Every event has an opaque `id`: "
+    "`GET .../messages/{reply_id}/stream/` resumes after it. If the client disconnects, the reply is "
+    "still generated and stored."
 )
 STREAM_PARAMETER = OpenApiParameter(
     "stream", OpenApiTypes.BOOL, description="Stream the reply as server-sent events.", required=False
@@ -68,6 +78,45 @@ EVENT_STREAM = OpenApiResponse(
         )
     ],
 )
+
+
+ATTACH_DESCRIPTION = (
+    "Follow a reply from anywhere (another tab or device, after a reload, on any instance): "
+    "`text/event-stream` with the same events as the POST stream: `reply.created` (the reply, its text "
+    "left out), `reply.delta` events (the first holds all the text so far), then `reply.completed`, "
+    "`reply.cancelled` or `error` (for example `reply_abandoned` when the worker generating it died). "
+    "A finished reply is sent whole at once. Every event has an opaque `id`; send the last one you got "
+    "as `Last-Event-ID` (EventSource does so when it reconnects) or `last_event_id` to get exactly "
+    "the text after it. Comment lines (`: keep-alive`) are heartbeats; `retry:` suggests a reconnection "
+    "delay. Authenticate with a token, the session cookie, or `ticket` (from `stream-ticket/`) where "
+    "EventSource cannot send a header. At most REPLY_FOLLOWERS_PER_USER streams per user (429)."
+)
+LAST_EVENT_ID_PARAMETERS = [
+    OpenApiParameter(
+        "Last-Event-ID",
+        OpenApiTypes.STR,
+        location=OpenApiParameter.HEADER,
+        required=False,
+        description="Resume after this event id (opaque: send back the `id` of an event you got).",
+        pattern=EVENT_ID_PATTERN,
+    ),
+    OpenApiParameter(
+        "last_event_id",
+        OpenApiTypes.STR,
+        required=False,
+        description="Resume after this event id (query form).",
+        pattern=EVENT_ID_PATTERN,
+    ),
+    OpenApiParameter(
+        "ticket", OpenApiTypes.STR, required=False, description="A stream ticket, instead of a header or cookie."
+    ),
+]
+
+
+class StreamTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField(help_text="Pass as `?ticket=` to the reply's stream; valid for this reply only.")
+    expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid.")
+    stream_url = serializers.CharField(help_text="The stream's URL with the ticket.")
 
 
 def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
@@ -100,6 +149,35 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
             **error_responses(400, 404, 409, 413, 422, 502, 503, 504),
         },
     ),
+    stream=extend_schema(
+        summary="Follow a reply as it is generated (server-sent events)",
+        description=ATTACH_DESCRIPTION,
+        parameters=LAST_EVENT_ID_PARAMETERS,
+        responses={(200, "text/event-stream"): EVENT_STREAM, **error_responses(400, 401, 404, 409, 429)},
+    ),
+    cancel=extend_schema(
+        summary="Stop a reply being generated",
+        description=(
+            "Stops the reply whichever worker or instance generates it, also while it waits on the model. "
+            "The reply ends `incomplete` with the text so far and the error code `cancelled`, and can be "
+            "retried; its streams end with `reply.cancelled`. 200 with the stopped reply; 202 with the reply "
+            "still `in_progress` if it did not stop within LLM_REPLY_CANCEL_WAIT_SECONDS (it stops later); "
+            "409 `reply_not_in_progress` (with its `status` in `error.details`) if it is not being generated."
+        ),
+        request=None,
+        responses={200: MessageSerializer, 202: MessageSerializer, **error_responses(400, 404, 409)},
+    ),
+    stream_ticket=extend_schema(
+        summary="Get a short-lived ticket to follow a reply with EventSource",
+        description=(
+            "EventSource cannot send an Authorization header. Token clients on another origin ask for a "
+            "ticket here, then open `stream_url`. The ticket is signed, valid for REPLY_STREAM_TICKET_SECONDS "
+            "and for this reply of this user only; when it has expired, ask for a new one and reconnect with "
+            "`last_event_id`."
+        ),
+        request=None,
+        responses={200: StreamTicketSerializer, **error_responses(400, 404)},
+    ),
     retry=extend_schema(
         summary="Generate a failed or incomplete reply again",
         description="Regenerates the reply in place (same id) without repeating the user message.",
@@ -127,10 +205,18 @@ class MessageViewSet(viewsets.ViewSet):
     # Posting and retrying spend model money: a stricter per-user limit besides the general one.
     throttle_classes = [FailOpenUserRateThrottle, MessagePostRateThrottle]
 
+    def get_throttles(self) -> list[BaseThrottle]:
+        if self.action in ("cancel", "stream_ticket"):
+            # These POSTs spend nothing (a cancel saves): the general limit only, so a user who
+            # posted up to the stricter limit can still stop a reply.
+            return [FailOpenUserRateThrottle()]
+        return super().get_throttles()
+
     def get_renderers(self) -> list[BaseRenderer]:
         renderers = super().get_renderers()
-        if self.action in ("create", "retry"):
-            # An SSE client accepts only text/event-stream: that asks for a stream.
+        if self.action in ("create", "retry", "stream"):
+            # An SSE client accepts only text/event-stream: that asks for a stream (and is
+            # what EventSource sends to the follow endpoint).
             renderers.append(EventStreamRenderer())
         return renderers
 
@@ -185,6 +271,56 @@ class MessageViewSet(viewsets.ViewSet):
             replayed["Idempotent-Replayed"] = "true"
             return replayed
         return _created_response(posted)
+
+    @action(
+        detail=True,
+        methods=["get"],
+        authentication_classes=[StreamTicketAuthentication, TokenAuthentication, SessionAuthentication],
+    )
+    def stream(self, request: Request, interaction_id: str, pk: str) -> StreamingHttpResponse:
+        interaction = self._interaction(request, interaction_id)
+        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
+        if reply.role != MessageRole.ASSISTANT:
+            raise Conflict("Only assistant replies have a stream.", code="not_a_reply", param="message_id")
+        since = self._last_event_id(request)
+        follower = ReplyFollower(
+            reply=reply,
+            since=since,
+            slot=follower_slot_acquire(user_id=request_user(request).pk),
+            reload=reply_reload,
+            terminal_event=reply_terminal_event,
+            finalise_abandoned=reply_abandoned_finalise,
+        )
+        return _event_stream_response(follower)
+
+    @staticmethod
+    def _last_event_id(request: Request) -> StreamPosition | None:
+        # Present but empty is refused too: EventSource leaves the header out when it has no id.
+        if (raw := request.headers.get("Last-Event-ID")) is not None:
+            return stream_position_parse(raw)
+        if (raw := request.query_params.get("last_event_id")) is not None:
+            return stream_position_parse(raw, param="last_event_id")
+        return None
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, interaction_id: str, pk: str) -> Response:
+        interaction = self._interaction(request, interaction_id)
+        reply = reply_cancel(reply=message_get(interaction=interaction, message_id=parse_id(pk, param="message_id")))
+        stopped = reply.status != MessageStatus.IN_PROGRESS
+        return Response(MessageSerializer(reply).data, status=200 if stopped else 202)
+
+    @action(detail=True, methods=["post"], url_path="stream-ticket")
+    def stream_ticket(self, request: Request, interaction_id: str, pk: str) -> Response:
+        interaction = self._interaction(request, interaction_id)
+        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
+        ticket = stream_ticket_issue(user=request_user(request), reply_id=reply.pk)
+        url = reverse("message-stream", kwargs={"interaction_id": str(interaction.pk), "pk": str(reply.pk)})
+        body = {
+            "ticket": ticket,
+            "expires_in": settings.REPLY_STREAM_TICKET_SECONDS,
+            "stream_url": request.build_absolute_uri(f"{url}?ticket={ticket}"),
+        }
+        return Response(StreamTicketSerializer(body).data)
 
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, interaction_id: str, pk: str) -> Response | StreamingHttpResponse:

@@ -59,6 +59,7 @@ REPLY_FIELDS = (
 )
 RETRYABLE_STATUSES = (MessageStatus.FAILED, MessageStatus.INCOMPLETE)
 ABANDONED_MESSAGE = "the server stopped before the reply was finished (a crash or a failed write); retry it"
+CANCELLED_MESSAGE = "the reply was stopped at the user's request"
 
 
 def message_create(
@@ -357,18 +358,20 @@ def message_reply_restart(*, reply: Message, claim: ReplyClaim) -> Message:
 def reply_claim_finalise(*, interaction: Interaction, claim: ReplyClaim, replies_token: str) -> None:
     """Finish what an attempt left behind, holding the slot with `claim`, then release it.
 
-    The replies still `in_progress` under `replies_token` become `failed`
-    (`reply_abandoned`), each counted in usage by whoever's update changed it
-    (_abandoned_reply_fail), the counters are recounted from the stored rows (an insert
-    counted but never stored, or stored but reported failed, is counted right), and the
-    slot is released in the update that writes the counts. Every write is conditional:
+    The replies still `in_progress` under `replies_token` are finalised one by one
+    (_abandoned_reply_finalise: `incomplete` with the reason `cancelled` if the user asked to
+    stop them, `incomplete` if text of theirs was stored, else `failed`; `reply_abandoned`
+    for both), each counted in usage by whoever's update changed it, the counters are
+    recounted from the stored rows (an insert counted but never stored, or stored but
+    reported failed, is counted right), and the slot is released in the update that writes
+    the counts. Every write is conditional:
     safe to run twice, or beside the attempt it finalises (whose later writes then fail).
     """
     abandoned = Message.objects.filter(
         interaction_id=interaction.pk, status=MessageStatus.IN_PROGRESS, claim_token=replies_token
     ).values_list("pk", "prompt_tokens", "completion_tokens")
     for reply_id, prompt_tokens, completion_tokens in abandoned:
-        _abandoned_reply_fail(
+        _abandoned_reply_finalise(
             interaction=interaction,
             reply_id=reply_id,
             claim_token=replies_token,
@@ -486,7 +489,7 @@ def _unclaimed_in_progress_replies_finalise() -> int:
         slot = Interaction.objects.filter(pk=reply.interaction_id).first()
         if slot is None or (slot.reply_claimed_at is not None and slot.reply_claim_token == reply.claim_token):
             continue
-        if _abandoned_reply_fail(
+        if _abandoned_reply_finalise(
             interaction=slot,
             reply_id=reply.pk,
             claim_token=reply.claim_token,
@@ -498,7 +501,7 @@ def _unclaimed_in_progress_replies_finalise() -> int:
     return finalised
 
 
-def _abandoned_reply_fail(
+def _abandoned_reply_finalise(
     *,
     interaction: Interaction,
     reply_id: uuid.UUID,
@@ -506,28 +509,34 @@ def _abandoned_reply_fail(
     prompt_tokens: int | None,
     completion_tokens: int | None,
 ) -> bool:
-    """Turn one abandoned reply into `failed` (`reply_abandoned`) and count it in usage.
+    """Finalise one abandoned reply and count it in usage; return whether this call did.
 
-    One conditional update on (id, `in_progress`, claim token): of finalisers racing over
-    the same reply (requests, the command, gunicorn's child_exit), exactly one changes it,
-    and only that one counts it, so the reply is counted once. Returns whether this call did.
+    It ends `incomplete` with the reason `cancelled` if the user asked to stop it (the cancel
+    is stored; only the worker that would have written it is gone), else `incomplete` if text
+    of it was stored while it was generated (kept, as when a provider breaks off), else
+    `failed`; `reply_abandoned` for both. All can be retried. Each is one conditional update on
+    (id, `in_progress`, claim token), tried in that order: of finalisers racing over the same
+    reply (requests, the canceller, the command, gunicorn's child_exit), exactly one changes
+    it, and only that one counts it, so the reply is counted once.
     """
-    failed = Message.objects.filter(pk=reply_id, status=MessageStatus.IN_PROGRESS, claim_token=claim_token).update(
-        status=MessageStatus.FAILED,
-        error_code=ReplyErrorCode.REPLY_ABANDONED,
-        error_message=ABANDONED_MESSAGE,
-        updated_at=timezone.now(),
-    )
-    if failed:
-        _usage_record_logged(
-            interaction=interaction,
-            reply_id=reply_id,
-            status=MessageStatus.FAILED,
-            abandoned=True,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
-    return bool(failed)
+    pending = Message.objects.filter(pk=reply_id, status=MessageStatus.IN_PROGRESS, claim_token=claim_token)
+    cancelled = pending.exclude(cancel_requested_at=None)
+    for status, code, message, rows in (
+        (MessageStatus.INCOMPLETE, ReplyErrorCode.CANCELLED, CANCELLED_MESSAGE, cancelled),
+        (MessageStatus.INCOMPLETE, ReplyErrorCode.REPLY_ABANDONED, ABANDONED_MESSAGE, pending.exclude(content="")),
+        (MessageStatus.FAILED, ReplyErrorCode.REPLY_ABANDONED, ABANDONED_MESSAGE, pending),
+    ):
+        if rows.update(status=status, error_code=code, error_message=message, updated_at=timezone.now()):
+            _usage_record_logged(
+                interaction=interaction,
+                reply_id=reply_id,
+                status=status,
+                abandoned=code == ReplyErrorCode.REPLY_ABANDONED,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+            return True
+    return False
 
 
 def _process_exists(pid: int) -> bool:
@@ -542,3 +551,40 @@ def _process_exists(pid: int) -> bool:
 
 def _lease() -> timedelta:
     return timedelta(seconds=settings.LLM_REPLY_LEASE_SECONDS)
+
+
+def message_reply_progress_store(*, reply: Message, claim: ReplyClaim, content: str) -> None:
+    """Store the text of a reply so far, while `claim`'s attempt generates it.
+
+    Fenced like every write of the attempt (ReplyClaimLost once the claim is lost; NotFound
+    if the interaction was deleted). Bumps the interaction's `version`, so no cached page or
+    ETag shows an older text, without touching the cache: the generating worker must never
+    wait on it (the owner's interaction list shows nothing that progress changes).
+    """
+    _reply_write_fenced(reply=reply, claim=claim, fields={"content": content})
+    Interaction.objects.filter(pk=reply.interaction_id).update(version=F("version") + 1)
+
+
+def message_reply_cancel_request(*, reply: Message) -> bool:
+    """Record that the user asked to stop the reply; False if it is no longer `in_progress`."""
+    return bool(
+        Message.objects.filter(pk=reply.pk, status=MessageStatus.IN_PROGRESS).update(
+            cancel_requested_at=now_stored_precision()
+        )
+    )
+
+
+def reply_cancel_finalise(*, reply: Message) -> bool:
+    """Finalise a cancelled reply whose worker is gone (its claim lapsed): `incomplete`,
+    `cancelled`, counted in usage, the slot released (reply_claim_finalise). Fenced: the slot
+    is taken over from the claim that generated the reply, and the reply is written only while
+    it still carries that claim's token and is `in_progress`. Returns whether it finalised it.
+    """
+    interaction = Interaction.objects.filter(pk=reply.interaction_id).first()
+    if interaction is None or interaction.reply_claim_token != reply.claim_token or not reply_claim_lapsed(interaction):
+        return False
+    claim = interaction_reply_slot_take_over(interaction=interaction)
+    if claim is None:
+        return False
+    reply_claim_finalise(interaction=interaction, claim=claim, replies_token=reply.claim_token)
+    return True

@@ -57,6 +57,8 @@ def finalise_claim():
     # The read finds one abandoned reply of the claim; then the recount's answer.
     abandoned = {"id": uuid.UUID(PARAMS["reply_id"]).hex, "prompt_tokens": 5, "completion_tokens": None}
     canned_results[:] = [[abandoned], [{"__count": 0}]]
+    # Not cancelled and no text stored: the cancelled and the incomplete update match nothing.
+    update_results[:] = [0, 0]
     message_services.reply_claim_finalise(interaction=interaction, claim=claim_a, replies_token=PARAMS["token_b"])
 
 owner = User(pk=ObjectId(PARAMS["owner_id"]), username="alice")
@@ -222,7 +224,7 @@ def test_a_retry_restarts_only_a_failed_or_incomplete_reply_and_gives_it_the_new
 
 
 def test_finalising_a_claim_fails_its_in_progress_replies_recounts_and_releases(commands, migrations):
-    read, fail, counted_in_usage, count, newest, release, *rest = commands["claim_finalise"]
+    read, cancel, keep, fail, counted_in_usage, count, newest, release, *rest = commands["claim_finalise"]
     status_claim = index_key(migrations, "messages_app_message", "message_status_claim")
     interaction_time = index_key(migrations, "messages_app_message", "message_interaction_time")
 
@@ -244,6 +246,24 @@ def test_finalising_a_claim_fails_its_in_progress_replies_recounts_and_releases(
     assert not matches(reply(id="e" * 32), fail["filter"])
     failed = apply_update(reply(), fail["update"])
     assert (failed["status"], failed["error_code"]) == ("failed", "reply_abandoned")
+    # Before failing it: a reply the user asked to stop ends cancelled, with whatever text it has;
+    # then one with text stored while it was generated keeps it and is incomplete. (Here
+    # neither update matched, so the reply was failed.)
+    asked = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert matches(reply(cancel_requested_at=asked), cancel["filter"])
+    assert not matches(reply(cancel_requested_at=None), cancel["filter"])
+    assert not matches(reply(), cancel["filter"]), "a document stored before the field existed"
+    assert not matches(reply(cancel_requested_at=asked, claim_token=TOKEN_A), cancel["filter"])
+    assert not matches(reply(cancel_requested_at=asked, status="incomplete"), cancel["filter"])
+    stopped = apply_update(reply(cancel_requested_at=asked, content=""), cancel["update"])
+    assert (stopped["status"], stopped["error_code"], stopped["content"]) == ("incomplete", "cancelled", "")
+    assert set(status_claim) <= set(equality_conditions(cancel["filter"]))
+    assert matches(reply(content="Half a"), keep["filter"])
+    assert not matches(reply(content=""), keep["filter"])
+    assert not matches(reply(content="Half a", claim_token=TOKEN_A), keep["filter"])
+    kept = apply_update(reply(content="Half a"), keep["update"])
+    assert (kept["status"], kept["error_code"], kept["content"]) == ("incomplete", "reply_abandoned", "Half a")
+    assert set(status_claim) <= set(equality_conditions(keep["filter"]))
     assert list(status_claim) == ["status", "claim_token"]
     assert set(status_claim) <= set(equality_conditions(fail["filter"]))
     # The finaliser whose update changed the reply counts it in the owner's usage bucket.

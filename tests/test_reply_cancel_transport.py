@@ -6,8 +6,9 @@ import time
 import uuid
 
 import pytest
+from django.db import connection
 
-from llm.cancellation import CancelWatcher, ReplyCancelled, reply_cancel_scope
+from llm.cancellation import CancelScope, CancelWatcher, ReplyCancelled, reply_cancel_scope
 from llm.providers import ChatRequest, provider_get
 from messages_app.models import MessageStatus
 from messages_app.selectors import message_cancel_requested_ids
@@ -124,3 +125,32 @@ def test_the_watcher_cancels_the_scopes_of_replies_with_a_stored_cancel_request(
 
         assert asked_scope.cancelled
         assert not untouched_scope.cancelled
+
+
+def test_the_watcher_keeps_watching_after_a_failed_poll_and_a_failed_reconnect(settings, caplog, django_db_blocker):
+    """The watcher thread's poll fails with its database connection open, and replacing that
+    connection fails too (database access is blocked again, as while the database is down).
+    The thread must survive both: it is the only way cancels reach this process's replies."""
+    settings.LLM_REPLY_CANCEL_POLL_SECONDS = 0.02
+    polls: list[int] = []
+
+    def find_cancelled(ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        polls.append(len(ids))
+        if len(polls) == 1:
+            with django_db_blocker.unblock():
+                connection.ensure_connection()
+            raise ConnectionError("the database went away")
+        return ids
+
+    watcher = CancelWatcher(find_cancelled)
+    scope = CancelScope(uuid.uuid4())
+    watcher.register(scope)
+    try:
+        deadline = time.monotonic() + 10
+        while not scope.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        watcher.unregister(scope)
+
+    assert "closing the cancel watcher's database connection failed" in caplog.text
+    assert scope.cancelled, "the watcher thread died with its first failure"

@@ -14,7 +14,7 @@ from core.models import now_stored_precision
 from interactions.models import Interaction
 from llm.services import reply_start
 from messages_app.models import Message, MessageRole, MessageStatus
-from messages_app.services import _abandoned_reply_fail, message_create
+from messages_app.services import _abandoned_reply_finalise, message_create
 from tests.factories import InteractionFactory
 from tests.test_reply_write_faults import CASE_IDS, CASES, WRITE_NAMES, finalise_abandoned, post, write_fails
 from usage.models import UsageBucket
@@ -196,7 +196,7 @@ def test_of_two_finalisers_that_read_the_same_in_progress_reply_only_the_one_tha
     token = Interaction.objects.get(pk=interaction.pk).reply_claim_token
 
     outcomes = [
-        _abandoned_reply_fail(
+        _abandoned_reply_finalise(
             interaction=interaction, reply_id=reply.pk, claim_token=token, prompt_tokens=None, completion_tokens=None
         )
         for _ in range(2)

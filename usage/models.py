@@ -23,8 +23,8 @@ class UsageBucket(models.Model):
     replies_completed = models.PositiveIntegerField(default=0)
     replies_incomplete = models.PositiveIntegerField(default=0)
     replies_failed = models.PositiveIntegerField(default=0)
-    # Of the failed replies, those finalised as `reply_abandoned` (their worker died or lost
-    # its claim): counted in replies_failed too, since that is their stored status.
+    # Of the failed and incomplete replies, those finalised as `reply_abandoned` (their worker
+    # died or lost its claim): counted under their stored status too.
     replies_abandoned = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)

@@ -46,14 +46,15 @@ def usage_record(
 ) -> None:
     """Add one reply that ended with `status` (completed, incomplete, failed) and its tokens.
 
-    `abandoned` (only with `failed`): the reply was finalised as `reply_abandoned`; it is
-    counted in replies_failed and in replies_abandoned. Raises ValueError for any other
-    status, or for an abandoned reply that is not failed.
+    `abandoned` (with `failed` or `incomplete`): the reply was finalised as `reply_abandoned`
+    (`incomplete` when the text that had arrived was kept); it is counted under its status and
+    in replies_abandoned. Raises ValueError for any other status, or for an abandoned reply
+    that is completed.
     """
     if status not in STATUS_FIELDS:
         raise ValueError(f"usage is recorded for finished replies only, not {status!r}")
-    if abandoned and status != "failed":
-        raise ValueError(f"an abandoned reply is failed, not {status!r}")
+    if abandoned and status not in ("failed", "incomplete"):
+        raise ValueError(f"an abandoned reply is failed or incomplete, not {status!r}")
     increments = {
         STATUS_FIELDS[status]: 1,
         "replies_abandoned": int(abandoned),
