@@ -27,8 +27,9 @@ from messages_app.models import Message, MessageRole, MessageStatus
 from tests.factories import InteractionFactory
 from tests.sse import parse_sse
 from tests.test_reply_write_faults import (
+    CASE_IDS,
+    CASES,
     POST_WRITES,
-    WRITE_NAMES,
     assert_counters_equal_rows,
     finalise_abandoned,
     is_write,
@@ -133,10 +134,6 @@ def test_the_writes_of_a_streamed_message_post_are_the_ones_the_fault_cases_name
 
     assert answer.events[-1][0] == "reply.completed"
     assert writes == POST_WRITES
-
-
-CASES = [(number, when) for number in range(1, len(POST_WRITES) + 1) for when in ("before", "after")]
-CASE_IDS = [f"{WRITE_NAMES[number - 1]}-{when}" for number, when in CASES]
 
 
 @pytest.mark.parametrize(("number", "when"), CASES, ids=CASE_IDS)
