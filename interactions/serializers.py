@@ -30,6 +30,7 @@ def validate_metadata(value: Any) -> None:
     {
         "type": "object",
         "maxProperties": METADATA_MAX_KEYS,
+        "propertyNames": {"maxLength": METADATA_KEY_MAX_CHARS},
         "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX_CHARS},
         "description": (
             f"Up to {METADATA_MAX_KEYS} keys of at most {METADATA_KEY_MAX_CHARS} characters, "

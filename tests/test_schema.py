@@ -4,6 +4,7 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.urls import URLPattern, URLResolver, get_resolver
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +94,27 @@ def test_schema_endpoint_and_doc_pages_answer(client):
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
     assert client.get("/api/redoc/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"k" * 64: "v"},
+        {"k" * 65: "v"},
+        {"k": "v" * 512},
+        {"k": "v" * 513},
+        {f"k{n}": "v" for n in range(16)},
+        {f"k{n}": "v" for n in range(17)},
+        {"k": 1},
+    ],
+    ids=["key64", "key65", "value512", "value513", "keys16", "keys17", "number"],
+)
+def test_the_schema_states_exactly_the_metadata_the_api_accepts(schema, api, metadata):
+    """A client generator or fuzzer that follows the schema never gets a 400 for metadata, and
+    what the schema forbids is refused (the key-length bound needs OpenAPI 3.1's propertyNames)."""
+    metadata_schema = schema["components"]["schemas"]["InteractionInputRequest"]["properties"]["metadata"]
+    documented = Draft202012Validator(metadata_schema).is_valid(metadata)
+
+    response = api.post("/api/v1/interactions/", {"metadata": metadata}, format="json")
+
+    assert response.status_code == (201 if documented else 400), response.json()
