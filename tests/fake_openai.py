@@ -31,6 +31,8 @@ class Behaviour:
     break_after_chunks: int | None = None
     # Streaming: send the headers at once, then nothing for this long before the first token.
     stall_before_first_token_seconds: float = 0.0
+    # Streaming: one good content chunk, then these JSON documents as the stream's events, then [DONE].
+    stream_events_after_first: list[Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     usage: dict[str, int] | None = field(
         default_factory=lambda: {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -230,6 +232,13 @@ class FakeOpenAIServer:
                 if behaviour.stall_before_first_token_seconds and not self._wait(
                     behaviour.stall_before_first_token_seconds
                 ):
+                    return
+                if behaviour.stream_events_after_first is not None:
+                    send(chunk({"content": words[0]}))
+                    for event in behaviour.stream_events_after_first:
+                        send(event)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.close_connection = True
                     return
                 for index, word in enumerate(words):
                     if behaviour.break_after_chunks is not None and index >= behaviour.break_after_chunks:

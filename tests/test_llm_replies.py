@@ -393,6 +393,56 @@ def test_a_stream_that_breaks_keeps_the_partial_text_and_ends_with_an_error_even
     assert reply.error_code == "stream_interrupted"
 
 
+@pytest.mark.parametrize(
+    ("events", "said"),
+    [
+        ([{"error": {"message": "the model overloaded"}}], "the model overloaded"),
+        (["not a chunk"], "not an object"),
+        ([{"model": "m", "choices": {"index": 0}}], "choices are not a list of objects"),
+        ([{"model": "m", "choices": [{"delta": ["text"]}]}], "delta is not an object"),
+        ([{"model": "m", "choices": [{"delta": {"content": 42}}]}], "content is not a string"),
+        ([{"model": ["m"], "choices": []}], "model is not a string"),
+        ([{"model": "m", "choices": [], "usage": "many"}], "usage is not an object"),
+    ],
+    ids=["error-event", "not-object", "choices", "delta", "content", "model", "usage"],
+)
+def test_a_stream_that_turns_to_garbage_keeps_the_text_and_is_the_providers_bad_response(
+    api, interaction, fake_llm, events, said
+):
+    fake_llm.then(text="alpha beta", stream_events_after_first=events)
+
+    events = parse_sse(stream(api, interaction).streaming_content)
+
+    assert [name for name, _ in events][-2:] == ["reply.delta", "error"]
+    error = events[-1][1]["error"]
+    assert error["code"] == "upstream_bad_response"
+    assert said in error["message"]
+    reply = stored(interaction)[1]
+    assert reply.status == MessageStatus.INCOMPLETE
+    assert reply.content == "alpha "
+    assert reply.error_code == "upstream_bad_response"
+
+
+def test_stream_chunks_with_nulls_and_unknown_fields_are_read_as_the_sdk_reads_them(api, interaction, fake_llm):
+    fake_llm.then(
+        text="alpha beta",
+        stream_events_after_first=[
+            {"model": None, "choices": [{"delta": {"content": None, "tool_calls": []}, "finish_reason": None}]},
+            {"model": "m", "system_fingerprint": "fp", "choices": [{"delta": {"content": "beta"}, "logprobs": None}]},
+            {"model": "m", "choices": [{"delta": {}, "finish_reason": "stop"}]},
+            {"model": "m", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": "2", "total_tokens": 7}},
+        ],
+    )
+
+    events = parse_sse(stream(api, interaction).streaming_content)
+
+    final = events[-1][1]
+    assert events[-1][0] == "reply.completed"
+    assert final["content"] == "alpha beta"
+    assert final["model"] == "m"
+    assert final["usage"] == {"prompt_tokens": 5, "completion_tokens": None, "total_tokens": 7}
+
+
 def test_a_stream_whose_provider_fails_at_once_stores_a_failed_reply(api, interaction, fake_llm):
     fake_llm.then(status=429, headers={"Retry-After": "30"})
 
