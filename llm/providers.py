@@ -143,27 +143,15 @@ class OpenAICompatibleProvider:
                 f"the model provider's answer could not be read: {_short(str(exc))}",
             ) from exc
 
+    # The SDK sends every call (auth, retries, timeouts, status errors, the event-stream
+    # decoding) but hands the answer over as decoded JSON (`cast_to=object`), read here with
+    # shape checks, instead of checking the request against its typed parameters and building
+    # its models: that cost 4 ms of CPU per call with a 12-message history, 120 µs per
+    # streamed chunk (bench/README.md, "Where a reply's CPU goes").
     def _complete(self, options: dict[str, Any]) -> ChatChunk:
-        completion = self.client.chat.completions.create(**options)
-        if not isinstance(completion, openai.types.chat.ChatCompletion) or not completion.choices:
-            raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer had no choices")
-        choice = completion.choices[0]
-        content = choice.message.content if choice.message else None
-        if content is None:
-            raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer had no content")
-        usage = completion.usage
-        return ChatChunk(
-            delta=content,
-            model=completion.model or options["model"],
-            finish_reason=choice.finish_reason or "",
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) if usage else None,
-        )
+        return completion_read(self.client.post("/chat/completions", body=options, cast_to=object), options["model"])
 
     def _stream(self, options: dict[str, Any]) -> Iterator[ChatChunk]:
-        # The SDK sends the request (retries, status errors) and decodes the event stream,
-        # error events included, but hands each chunk over as parsed JSON (`cast_to=object`)
-        # rather than building its model: that costs 120 µs a chunk, 4 ms of CPU for a
-        # reply of 40 deltas (bench/README.md, "Where a streamed reply's CPU goes").
         stream = self.client.post(
             "/chat/completions",
             body={**options, "stream": True, "stream_options": {"include_usage": True}},
@@ -174,6 +162,32 @@ class OpenAICompatibleProvider:
         with stream:
             for event in stream:
                 yield stream_chunk_read(event)
+
+
+def completion_read(answer: Any, requested_model: str) -> ChatChunk:
+    """A chat completion (decoded JSON) as one ChatChunk; ProviderError if it is not one."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer had no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise ProviderError(ProviderFailure.BAD_RESPONSE, "the model provider's answer had no content")
+    model = answer.get("model")
+    finish_reason = choice.get("finish_reason")
+    return ChatChunk(
+        delta=content,
+        model=model if isinstance(model, str) and model else requested_model,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else "",
+        usage=_usage_read(answer.get("usage")),
+    )
+
+
+def _usage_read(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    return Usage(*(_optional_count(usage.get(name)) for name in ("prompt_tokens", "completion_tokens", "total_tokens")))
 
 
 def stream_chunk_read(event: Any) -> ChatChunk:
@@ -195,9 +209,7 @@ def stream_chunk_read(event: Any) -> ChatChunk:
     if usage:
         if not isinstance(usage, dict):
             raise _malformed_chunk("its usage is not an object")
-        chunk.usage = Usage(
-            *(_optional_count(usage.get(name)) for name in ("prompt_tokens", "completion_tokens", "total_tokens"))
-        )
+        chunk.usage = _usage_read(usage)
     return chunk
 
 

@@ -169,6 +169,49 @@ def test_provider_failures_store_a_failed_reply_and_answer_a_clear_error(
     assert interaction.reply_claimed_at is None
 
 
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ([], "no choices"),
+        ({"error": {"message": "overloaded"}}, "no choices"),
+        ({"model": "m", "choices": {"0": {}}}, "no choices"),
+        ({"model": "m", "choices": ["text"]}, "no choices"),
+        ({"model": "m", "choices": [{"message": "text"}]}, "no content"),
+        ({"model": "m", "choices": [{"message": {"role": "assistant", "content": None}}]}, "no content"),
+        ({"model": "m", "choices": [{"message": {"content": ["text"]}}]}, "no content"),
+    ],
+    ids=["array", "error-object", "choices-object", "choice-text", "message-text", "content-null", "content-array"],
+)
+def test_an_answer_that_is_not_a_completion_is_the_providers_bad_response(api, interaction, fake_llm, answer, said):
+    fake_llm.then(raw_json=answer)
+
+    response = post(api, interaction)
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_bad_response"
+    assert said in response.json()["error"]["message"]
+    assert stored(interaction)[1].status == MessageStatus.FAILED
+
+
+def test_a_completion_with_extra_fields_and_odd_usage_is_read_as_far_as_it_goes(api, interaction, fake_llm):
+    fake_llm.then(
+        raw_json={
+            "model": "",
+            "system_fingerprint": "fp",
+            "choices": [{"message": {"role": "assistant", "content": "Hi", "refusal": None}, "finish_reason": None}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": True, "total_tokens": "5"},
+        }
+    )
+
+    response = post(api, interaction)
+
+    assert response.status_code == 201
+    reply = response.json()["reply"]
+    assert reply["content"] == "Hi"
+    assert reply["model"] == interaction.model_name, "no model named: the one asked for"
+    assert reply["usage"] == {"prompt_tokens": 3, "completion_tokens": None, "total_tokens": None}
+
+
 def test_an_unreachable_provider_answers_502(api, interaction, fake_llm, settings):
     from tests.conftest import free_port
 

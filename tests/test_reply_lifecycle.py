@@ -131,9 +131,12 @@ def test_a_late_reply_to_an_earlier_user_message_is_stored_directly_after_it(api
 
 
 def test_a_bug_of_ours_reading_the_providers_answer_is_an_internal_error_with_a_log_line(
-    api, interaction, fake_llm, caplog
+    api, interaction, fake_llm, caplog, monkeypatch
 ):
-    fake_llm.then(raw_json={"id": "x", "object": "chat.completion", "model": "m", "choices": [{"message": "text"}]})
+    def buggy_read(answer, requested_model):
+        return answer["choices"][0]["message"].text  # a dict has no attribute `text`
+
+    monkeypatch.setattr("llm.providers.completion_read", buggy_read)
 
     with caplog.at_level(logging.ERROR, logger="llm.services"):
         response = api.post(messages_url(interaction), {"content": "Hi"}, format="json")
