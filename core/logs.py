@@ -14,8 +14,22 @@ timings only. Only DEBUG logging may add more.
 from typing import Any
 
 import structlog
+from django.http import HttpRequest
 
 LOG_FORMATS = ("json", "console")
+
+
+def request_named_by_its_id(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Django's `django.request` lines ("Not Found: …") pass the request in `extra`, and are
+    written after the request's context is cleared: name the request by its id instead of
+    rendering the object (its repr holds the path with the query string, where a stream
+    ticket may be)."""
+    request = event_dict.get("request")
+    if isinstance(request, HttpRequest):
+        del event_dict["request"]
+        event_dict.setdefault("request_id", request.META.get("HTTP_X_REQUEST_ID"))
+    return event_dict
+
 
 # Applied to every record, structlog's and the standard library's ("foreign") alike.
 SHARED_PROCESSORS: list[Any] = [
@@ -23,6 +37,7 @@ SHARED_PROCESSORS: list[Any] = [
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.ExtraAdder(),
+    request_named_by_its_id,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
