@@ -7,11 +7,14 @@ database, in autocommit as in production (transactional tests). For every case:
 no reply stays `in_progress` once abandoned replies are finalised, the error names what
 was stored, a replay with the same Idempotency-Key converges to one user message with one
 reply, a retry on the user message works without a key, and `message_count` equals the
-stored rows.
+stored rows. And once more with the database going away at that write (every later
+statement fails, reads too): the answer names the ids that may have been stored, and
+everything converges once it is back.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from django.db import OperationalError, connection
@@ -126,6 +129,62 @@ def finalise_abandoned(settings) -> None:  # type: ignore[no-untyped-def]
     settings.LLM_REPLY_LEASE_SECONDS = 300
 
 
+def user_and_reply(interaction) -> tuple[Message | None, Message | None]:  # type: ignore[no-untyped-def]
+    rows = stored(interaction)
+    user = next((m for m in rows if m.role == MessageRole.USER), None)
+    reply = next((m for m in rows if m.role == MessageRole.ASSISTANT), None)
+    return user, reply
+
+
+def assert_one_user_message_with_one_final_reply(interaction) -> tuple[Message, Message]:  # type: ignore[no-untyped-def]
+    rows = stored(interaction)
+    users = [m for m in rows if m.role == MessageRole.USER]
+    replies = [m for m in rows if m.role == MessageRole.ASSISTANT]
+    assert len(users) == 1
+    assert len(replies) == 1
+    assert replies[0].reply_to_id == users[0].pk
+    assert replies[0].status != MessageStatus.IN_PROGRESS
+    return users[0], replies[0]
+
+
+@contextmanager
+def database_gone(number: int, when: str) -> Iterator[None]:
+    """From the `number`th write on (`before` it runs, or `after` it committed), the database
+    answers nothing: every statement fails, reads too, until the block ends."""
+    seen = 0
+    gone = False
+
+    def inject(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        nonlocal seen, gone
+        if gone:
+            raise OperationalError("injected: the database went away")
+        if is_write(sql):
+            seen += 1
+            if seen == number:
+                gone = True
+                if when == "after":
+                    execute(sql, params, many, context)
+                raise OperationalError("injected: the database went away")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(inject):
+        yield
+
+
+def assert_every_stored_row_is_named(error: dict[str, Any], interaction) -> None:  # type: ignore[no-untyped-def]
+    """What is stored is named; what is named and not stored is listed as `may_have_been_stored`."""
+    user, reply = user_and_reply(interaction)
+    details = error["details"]
+    unsure = set(details.get("may_have_been_stored", []))
+    assert error["code"] == "database_unavailable", error
+    assert unsure, "the database could not say what is stored: the answer says so"
+    for name, row in (("message_id", user), ("reply_id", reply)):
+        if row is not None:
+            assert details.get(name) == str(row.pk), (name, error)
+        elif name in details:
+            assert name in unsure, (name, error)
+
+
 def test_the_writes_of_a_message_post_are_the_ones_the_fault_cases_name(api, user):
     interaction = InteractionFactory(owner=user)
 
@@ -202,4 +261,41 @@ def test_after_a_failed_write_a_retry_on_the_user_message_gets_it_its_reply_with
     rows = stored(interaction)
     assert [m.role for m in rows] in ([], ["user", "assistant"], ["user", "assistant", "user", "assistant"])
     assert all(m.status == MessageStatus.COMPLETED for m in rows)
+    assert_counters_equal_rows(interaction)
+
+
+@pytest.mark.parametrize(("number", "when"), CASES, ids=CASE_IDS)
+def test_when_the_database_goes_away_mid_post_the_answer_names_what_may_have_been_stored_and_a_replay_converges(
+    api, user, settings, number, when
+):
+    interaction = InteractionFactory(owner=user)
+
+    with database_gone(number, when):
+        failed = post(api, interaction, key="k-1")
+
+    if failed.status_code == 201:
+        assert failed.json()["reply"]["status"] == "completed", "the outcome was stored before the database went"
+    else:
+        assert failed.status_code == 503, failed.json()
+        assert_every_stored_row_is_named(failed.json()["error"], interaction)
+    finalise_abandoned(settings)
+    assert not [m for m in stored(interaction) if m.status == MessageStatus.IN_PROGRESS]
+    assert_counters_equal_rows(interaction)
+
+    replayed = post(api, interaction, key="k-1")
+
+    if failed.status_code == 201 or stored(interaction):
+        user_message, reply = assert_one_user_message_with_one_final_reply(interaction)
+        if replayed.status_code == 201:
+            assert [replayed.json()["message"]["id"], replayed.json()["reply"]["id"]] == [
+                str(user_message.pk),
+                str(reply.pk),
+            ]
+        else:
+            assert replayed.status_code == 503, replayed.json()
+            assert replayed.json()["error"]["code"] == "reply_abandoned"
+            assert replayed.json()["error"]["details"]["message_id"] == str(user_message.pk)
+    else:
+        assert replayed.status_code == 201, "nothing stored: posted anew"
+        assert_one_user_message_with_one_final_reply(interaction)
     assert_counters_equal_rows(interaction)

@@ -15,15 +15,12 @@ write (every later statement fails, reads too): the answer then names the ids th
 been stored, and everything converges once it is back.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connection
 
-from messages_app.models import Message, MessageRole, MessageStatus
+from messages_app.models import MessageStatus
 from tests.factories import InteractionFactory
 from tests.sse import parse_sse
 from tests.test_reply_write_faults import (
@@ -31,10 +28,13 @@ from tests.test_reply_write_faults import (
     CASES,
     POST_WRITES,
     assert_counters_equal_rows,
+    assert_every_stored_row_is_named,
+    assert_one_user_message_with_one_final_reply,
+    database_gone,
     finalise_abandoned,
-    is_write,
     recorded_writes,
     stored,
+    user_and_reply,
     write_fails,
 )
 
@@ -80,13 +80,6 @@ def retry_streamed(api, interaction, message_id) -> Answer:  # type: ignore[no-u
     return answer_of(api.post(url))
 
 
-def user_and_reply(interaction) -> tuple[Message | None, Message | None]:  # type: ignore[no-untyped-def]
-    rows = stored(interaction)
-    user = next((m for m in rows if m.role == MessageRole.USER), None)
-    reply = next((m for m in rows if m.role == MessageRole.ASSISTANT), None)
-    return user, reply
-
-
 def assert_answer_names_what_is_stored(answer: Answer, interaction) -> None:  # type: ignore[no-untyped-def]
     """A JSON error (before the stream started) or the stream's last event names the stored rows."""
     user, reply = user_and_reply(interaction)
@@ -113,17 +106,6 @@ def assert_answer_names_what_is_stored(answer: Answer, interaction) -> None:  # 
     assert details["message_id"] == str(user.pk), data
     assert details["reply_id"] == str(reply.pk), data
     assert data["error"]["code"] != "reply_in_progress", "no attempt was taken over here"
-
-
-def assert_one_user_message_with_one_final_reply(interaction) -> tuple[Message, Message]:  # type: ignore[no-untyped-def]
-    rows = stored(interaction)
-    users = [m for m in rows if m.role == MessageRole.USER]
-    replies = [m for m in rows if m.role == MessageRole.ASSISTANT]
-    assert len(users) == 1
-    assert len(replies) == 1
-    assert replies[0].reply_to_id == users[0].pk
-    assert replies[0].status != MessageStatus.IN_PROGRESS
-    return users[0], replies[0]
 
 
 def test_the_writes_of_a_streamed_message_post_are_the_ones_the_fault_cases_name(api, user):
@@ -259,44 +241,6 @@ def test_a_failed_renewal_does_not_end_a_streamed_reply(api, user, settings, whe
     replayed = post_streamed(api, interaction, key="k-1")
     assert [replayed.events[0][1]["id"], replayed.events[-1][1]["id"]] == [str(user_message.pk), str(reply.pk)]
     assert_one_user_message_with_one_final_reply(interaction)
-
-
-@contextmanager
-def database_gone(number: int, when: str) -> Iterator[None]:
-    """From the `number`th write on (`before` it runs, or `after` it committed), the database
-    answers nothing: every statement fails, reads too, until the block ends."""
-    seen = 0
-    gone = False
-
-    def inject(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-        nonlocal seen, gone
-        if gone:
-            raise OperationalError("injected: the database went away")
-        if is_write(sql):
-            seen += 1
-            if seen == number:
-                gone = True
-                if when == "after":
-                    execute(sql, params, many, context)
-                raise OperationalError("injected: the database went away")
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(inject):
-        yield
-
-
-def assert_every_stored_row_is_named(error: dict[str, Any], interaction) -> None:  # type: ignore[no-untyped-def]
-    """What is stored is named; what is named and not stored is listed as `may_have_been_stored`."""
-    user, reply = user_and_reply(interaction)
-    details = error["details"]
-    unsure = set(details.get("may_have_been_stored", []))
-    assert error["code"] == "database_unavailable", error
-    assert unsure, "the database could not say what is stored: the answer says so"
-    for name, row in (("message_id", user), ("reply_id", reply)):
-        if row is not None:
-            assert details.get(name) == str(row.pk), (name, error)
-        elif name in details:
-            assert name in unsure, (name, error)
 
 
 @pytest.mark.parametrize(("number", "when"), CASES, ids=CASE_IDS)
