@@ -45,10 +45,30 @@ class Profile:
     memory_rounds: int  # tracemalloc rounds (each one request or call per side)
     page_messages: int
     long_history: int
+    delete_messages: int  # the long conversation deleted against one of 100 messages
+    delete_rounds: int
 
 
-DEFAULT = Profile(rounds=9, reps=12, prompt_calls=2000, memory_rounds=5, page_messages=500, long_history=2000)
-QUICK = Profile(rounds=2, reps=2, prompt_calls=200, memory_rounds=1, page_messages=500, long_history=2000)
+DEFAULT = Profile(
+    rounds=9,
+    reps=12,
+    prompt_calls=2000,
+    memory_rounds=5,
+    page_messages=500,
+    long_history=2000,
+    delete_messages=100_000,
+    delete_rounds=3,
+)
+QUICK = Profile(
+    rounds=2,
+    reps=2,
+    prompt_calls=200,
+    memory_rounds=1,
+    page_messages=500,
+    long_history=2000,
+    delete_messages=2000,
+    delete_rounds=2,
+)
 
 
 # --- Measuring ---------------------------------------------------------------------------
@@ -677,6 +697,51 @@ def bench_long_history(ctx: Context, profile: Profile) -> list[Row]:
     ]
 
 
+def bench_interaction_delete(ctx: Context, profile: Profile) -> list[Row]:
+    """7. Delete an interaction of many messages vs one of 100: time, statements, peak memory."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from interactions.services import interaction_delete
+
+    observed: dict[int, dict[str, float]] = {}
+
+    def deleting(messages: int) -> Callable[[], float]:
+        def measure() -> float:
+            interaction = ctx.new_interaction()
+            add_history(interaction, messages)
+            with CaptureQueriesContext(connection) as statements:
+                started = time.perf_counter()
+                interaction_delete(interaction=interaction)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+            observed.setdefault(messages, {})["statements"] = len(statements)
+            return elapsed_ms
+
+        return measure
+
+    base, subj, ratio = interleaved(deleting(100), deleting(profile.delete_messages), profile.delete_rounds)
+    with tracing():
+        for messages in (100, profile.delete_messages):
+            interaction = ctx.new_interaction()
+            add_history(interaction, messages)
+            peak = peak_bytes(lambda: interaction_delete(interaction=interaction))  # noqa: B023 (called at once)
+            observed[messages]["peak_kib"] = round(peak / 1024, 1)
+    return [
+        Row(
+            name=f"interaction_delete_{profile.delete_messages}_vs_100_messages",
+            description=f"delete an interaction of {profile.delete_messages} messages vs one of 100 (in process)",
+            unit="ms/delete",
+            baseline_label="100 messages",
+            subject_label=f"{profile.delete_messages} messages",
+            baseline=base,
+            subject=subj,
+            ratio=ratio,
+            rounds=profile.delete_rounds,
+            notes={"at_100": observed[100], f"at_{profile.delete_messages}": observed[profile.delete_messages]},
+        )
+    ]
+
+
 # --- Report ------------------------------------------------------------------------------
 
 
@@ -727,6 +792,7 @@ def main() -> int:
             ("prompt building", lambda: bench_prompt_build(ctx, profile)),
             ("streaming memory", lambda: bench_stream_memory(ctx, profile, long_server)),
             ("long history", lambda: bench_long_history(ctx, profile)),
+            ("interaction delete", lambda: bench_interaction_delete(ctx, profile)),
         ]
         for label, step in steps:
             step_started = time.monotonic()

@@ -22,6 +22,7 @@ EXPECTED_BENCHMARKS = {
     "prompt_build_peak_memory_10000_vs_10",
     "stream_reply_peak_memory_vs_non_streamed",
     "api_post_reply_long_history_vs_empty",
+    "interaction_delete_2000_vs_100_messages",
 }
 
 

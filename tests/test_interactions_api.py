@@ -1,10 +1,13 @@
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from interactions.models import Interaction
-from tests.factories import InteractionFactory
+from messages_app.models import Message, MessageRole
+from tests.factories import InteractionFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -96,6 +99,31 @@ def test_delete_removes_the_interaction_and_its_messages(api, interaction):
     assert response.status_code == 204
     assert not Interaction.objects.filter(pk=interaction.pk).exists()
     assert api.get(f"/api/v1/interactions/{interaction.pk}/messages/").status_code == 404
+
+
+def conversation(interaction: Interaction, exchanges: int) -> None:
+    for _ in range(exchanges):
+        question = MessageFactory(interaction=interaction, role=MessageRole.USER)
+        MessageFactory(interaction=interaction, reply_to=question)
+
+
+def test_deleting_a_long_conversation_costs_what_a_short_one_does_and_touches_no_other(
+    api, user, django_assert_max_num_queries
+):
+    short, long, kept = (InteractionFactory(owner=user) for _ in range(3))
+    conversation(short, 1)
+    conversation(long, 100)
+    conversation(kept, 2)
+
+    with CaptureQueriesContext(connection) as deleting_short:
+        assert api.delete(detail_url(short.pk)).status_code == 204
+    with django_assert_max_num_queries(len(deleting_short)):
+        assert api.delete(detail_url(long.pk)).status_code == 204
+
+    assert not Message.objects.filter(interaction_id__in=[short.pk, long.pk]).exists()
+    listed = api.get(f"/api/v1/interactions/{kept.pk}/messages/").json()["data"]
+    assert len(listed) == 4
+    assert all(m["reply_to"] for m in listed if m["role"] == "assistant"), "other replies keep their link"
 
 
 @pytest.mark.parametrize(
