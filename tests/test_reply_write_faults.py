@@ -185,6 +185,20 @@ def assert_every_stored_row_is_named(error: dict[str, Any], interaction) -> None
             assert name in unsure, (name, error)
 
 
+def assert_replay_converged(replayed, interaction) -> None:  # type: ignore[no-untyped-def]
+    """A replay with the same Idempotency-Key answers the one user message and its one final
+    reply, or 503 `reply_abandoned` naming both."""
+    user_message, reply = assert_one_user_message_with_one_final_reply(interaction)
+    if replayed.status_code == 201:
+        assert replayed.json()["message"]["id"] == str(user_message.pk)
+        assert replayed.json()["reply"]["id"] == str(reply.pk)
+    else:
+        assert replayed.status_code == 503, replayed.json()
+        assert replayed.json()["error"]["code"] == "reply_abandoned"
+        details = replayed.json()["error"]["details"]
+        assert (details["message_id"], details["reply_id"]) == (str(user_message.pk), str(reply.pk))
+
+
 def test_the_writes_of_a_message_post_are_the_ones_the_fault_cases_name(api, user):
     interaction = InteractionFactory(owner=user)
 
@@ -214,21 +228,7 @@ def test_a_failed_write_leaves_nothing_stuck_names_what_is_stored_and_a_replay_c
 
     replayed = post(api, interaction, key="k-1")
 
-    rows = stored(interaction)
-    users = [m for m in rows if m.role == MessageRole.USER]
-    replies = [m for m in rows if m.role == MessageRole.ASSISTANT]
-    assert len(users) == 1
-    assert len(replies) == 1
-    assert replies[0].reply_to_id == users[0].pk
-    assert replies[0].status != MessageStatus.IN_PROGRESS
-    if replayed.status_code == 201:
-        assert replayed.json()["message"]["id"] == str(users[0].pk)
-        assert replayed.json()["reply"]["id"] == str(replies[0].pk)
-    else:
-        assert replayed.status_code == 503
-        assert replayed.json()["error"]["code"] == "reply_abandoned"
-        details = replayed.json()["error"]["details"]
-        assert (details["message_id"], details["reply_id"]) == (str(users[0].pk), str(replies[0].pk))
+    assert_replay_converged(replayed, interaction)
     assert_counters_equal_rows(interaction)
     assert post(api, interaction).status_code == 201, "the interaction takes new messages"
 
@@ -285,16 +285,7 @@ def test_when_the_database_goes_away_mid_post_the_answer_names_what_may_have_bee
     replayed = post(api, interaction, key="k-1")
 
     if failed.status_code == 201 or stored(interaction):
-        user_message, reply = assert_one_user_message_with_one_final_reply(interaction)
-        if replayed.status_code == 201:
-            assert [replayed.json()["message"]["id"], replayed.json()["reply"]["id"]] == [
-                str(user_message.pk),
-                str(reply.pk),
-            ]
-        else:
-            assert replayed.status_code == 503, replayed.json()
-            assert replayed.json()["error"]["code"] == "reply_abandoned"
-            assert replayed.json()["error"]["details"]["message_id"] == str(user_message.pk)
+        assert_replay_converged(replayed, interaction)
     else:
         assert replayed.status_code == 201, "nothing stored: posted anew"
         assert_one_user_message_with_one_final_reply(interaction)
