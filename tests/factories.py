@@ -46,3 +46,11 @@ class MessageFactory(factory.django.DjangoModelFactory):
         message.reply_deferred = True
         message.save()
         return message
+
+
+def reply_stored(*, interaction: Interaction, content: str, status: str) -> Message:
+    """A user's "Hi" and the assistant's reply to it, stored as given (no model involved)."""
+    question = MessageFactory(interaction=interaction, role=MessageRole.USER, content="Hi")
+    return MessageFactory(
+        interaction=interaction, role=MessageRole.ASSISTANT, reply_to=question, content=content, status=status
+    )

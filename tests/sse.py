@@ -13,3 +13,11 @@ def parse_sse(chunks: Iterable[bytes]) -> list[tuple[str, Any]]:
             continue
         events.append((fields.get("event", "message"), json.loads(fields["data"])))
     return events
+
+
+def read_streamed(response) -> bytes:  # type: ignore[no-untyped-def]
+    """The whole body of a Django streaming response, which is then closed (as a server would)."""
+    try:
+        return b"".join(response.streaming_content)
+    finally:
+        response.close()

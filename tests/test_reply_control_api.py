@@ -5,8 +5,8 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from messages_app.models import Message, MessageRole, MessageStatus
-from tests.factories import InteractionFactory, MessageFactory
-from tests.sse import parse_sse
+from tests.factories import InteractionFactory, MessageFactory, reply_stored
+from tests.sse import parse_sse, read_streamed
 from tests.test_metrics import scrape, total
 
 pytestmark = pytest.mark.django_db
@@ -20,35 +20,14 @@ def stream_url(reply: Message) -> str:
     return url("message-stream", reply)
 
 
-def read(response) -> bytes:  # type: ignore[no-untyped-def]
-    try:
-        return b"".join(response.streaming_content)
-    finally:
-        response.close()
-
-
 @pytest.fixture
 def finished_reply(interaction) -> Message:  # type: ignore[no-untyped-def]
-    question = MessageFactory(interaction=interaction, role=MessageRole.USER, content="Hi")
-    return MessageFactory(
-        interaction=interaction,
-        role=MessageRole.ASSISTANT,
-        reply_to=question,
-        content="Hello there, human.",
-        status=MessageStatus.COMPLETED,
-    )
+    return reply_stored(interaction=interaction, content="Hello there, human.", status=MessageStatus.COMPLETED)
 
 
 @pytest.fixture
 def live_reply(interaction) -> Message:  # type: ignore[no-untyped-def]
-    question = MessageFactory(interaction=interaction, role=MessageRole.USER, content="Hi")
-    return MessageFactory(
-        interaction=interaction,
-        role=MessageRole.ASSISTANT,
-        reply_to=question,
-        content="So far",
-        status=MessageStatus.IN_PROGRESS,
-    )
+    return reply_stored(interaction=interaction, content="So far", status=MessageStatus.IN_PROGRESS)
 
 
 def test_attaching_to_a_finished_reply_sends_it_whole_with_ids_and_a_retry_hint(api, finished_reply):
@@ -57,7 +36,7 @@ def test_attaching_to_a_finished_reply_sends_it_whole_with_ids_and_a_retry_hint(
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
     assert response["Cache-Control"] == "no-cache"
-    body = read(response).decode()
+    body = read_streamed(response).decode()
     assert body.startswith("retry: ")
     events = parse_sse([body.encode()])
     assert [name for name, _ in events] == ["reply.created", "reply.delta", "reply.completed"]
@@ -66,22 +45,22 @@ def test_attaching_to_a_finished_reply_sends_it_whole_with_ids_and_a_retry_hint(
 
 
 def test_resuming_from_the_last_event_sends_nothing_but_the_end(api, finished_reply):
-    first = read(api.get(stream_url(finished_reply))).decode()
+    first = read_streamed(api.get(stream_url(finished_reply))).decode()
     last_id = [line for line in first.splitlines() if line.startswith("id: ")][-1].removeprefix("id: ")
 
-    again = parse_sse([read(api.get(stream_url(finished_reply), HTTP_LAST_EVENT_ID=last_id))])
-    by_query = parse_sse([read(api.get(stream_url(finished_reply), {"last_event_id": last_id}))])
+    again = parse_sse([read_streamed(api.get(stream_url(finished_reply), HTTP_LAST_EVENT_ID=last_id))])
+    by_query = parse_sse([read_streamed(api.get(stream_url(finished_reply), {"last_event_id": last_id}))])
 
     assert [name for name, _ in again] == ["reply.completed"]
     assert by_query == again
 
 
 def test_resuming_mid_text_sends_exactly_the_rest(api, finished_reply):
-    first = read(api.get(stream_url(finished_reply))).decode()
+    first = read_streamed(api.get(stream_url(finished_reply))).decode()
     created_id = next(line for line in first.splitlines() if line.startswith("id: ")).removeprefix("id: ")
     attempt = created_id.split(".")[0]
 
-    events = parse_sse([read(api.get(stream_url(finished_reply), HTTP_LAST_EVENT_ID=f"{attempt}.6.0"))])
+    events = parse_sse([read_streamed(api.get(stream_url(finished_reply), HTTP_LAST_EVENT_ID=f"{attempt}.6.0"))])
 
     assert events[0] == ("reply.delta", {"id": str(finished_reply.pk), "delta": "there, human."})
 
@@ -123,7 +102,7 @@ def test_a_browser_session_can_follow_with_event_source_headers(user, finished_r
     response = browser.get(stream_url(finished_reply), HTTP_ACCEPT="text/event-stream")
 
     assert response.status_code == 200
-    assert parse_sse([read(response)])[-1][0] == "reply.completed"
+    assert parse_sse([read_streamed(response)])[-1][0] == "reply.completed"
 
 
 def test_a_stream_ticket_lets_a_client_without_headers_follow_that_reply_only(api, finished_reply, interaction):
@@ -143,7 +122,7 @@ def test_a_stream_ticket_lets_a_client_without_headers_follow_that_reply_only(ap
     )
 
     assert followed.status_code == 200
-    assert parse_sse([read(followed)])[-1][0] == "reply.completed"
+    assert parse_sse([read_streamed(followed)])[-1][0] == "reply.completed"
     assert elsewhere.status_code == 401
     assert tampered.status_code == 401
     assert on_another_endpoint.status_code == 401
@@ -247,7 +226,7 @@ def test_streams_cancels_and_progress_writes_are_counted_in_metrics(client, api,
     settings.LLM_REPLY_CANCEL_WAIT_SECONDS = 0
     before = scrape(client)
 
-    read(api.get(stream_url(finished_reply)))
+    read_streamed(api.get(stream_url(finished_reply)))
     api.post(url("message-cancel", finished_reply))
     api.post(url("message-cancel", live_reply))
     after = scrape(client)
@@ -278,7 +257,7 @@ def test_reads_during_generation_show_the_stored_progress_not_a_cached_page(api,
     detail = api.get(
         reverse("message-detail", kwargs={"interaction_id": str(interaction.pk), "pk": during["id"]})
     ).json()
-    read(response)
+    read_streamed(response)
 
     assert cached["status"] == "in_progress"
     assert during["status"] == "in_progress"

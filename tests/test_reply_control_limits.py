@@ -8,9 +8,9 @@ from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.throttling import SimpleRateThrottle
 
-from messages_app.models import Message, MessageRole, MessageStatus
-from tests.factories import MessageFactory
-from tests.sse import parse_sse
+from messages_app.models import Message, MessageStatus
+from tests.factories import reply_stored
+from tests.sse import parse_sse, read_streamed
 from tests.test_metrics import scrape, total
 
 pytestmark = pytest.mark.django_db
@@ -27,23 +27,9 @@ def url(name: str, reply: Message) -> str:
     return reverse(name, kwargs={"interaction_id": str(reply.interaction_id), "pk": str(reply.pk)})
 
 
-def read(response) -> bytes:  # type: ignore[no-untyped-def]
-    try:
-        return b"".join(response.streaming_content)
-    finally:
-        response.close()
-
-
 @pytest.fixture
 def finished_reply(interaction) -> Message:  # type: ignore[no-untyped-def]
-    question = MessageFactory(interaction=interaction, role=MessageRole.USER, content="Hi")
-    return MessageFactory(
-        interaction=interaction,
-        role=MessageRole.ASSISTANT,
-        reply_to=question,
-        content="Hello there.",
-        status=MessageStatus.COMPLETED,
-    )
+    return reply_stored(interaction=interaction, content="Hello there.", status=MessageStatus.COMPLETED)
 
 
 def test_following_a_reply_is_under_the_general_rate_limit(monkeypatch, api, finished_reply):
@@ -51,7 +37,7 @@ def test_following_a_reply_is_under_the_general_rate_limit(monkeypatch, api, fin
 
     statuses = [api.get(url("message-stream", finished_reply)) for _ in range(3)]
     for response in statuses[:2]:
-        read(response)
+        read_streamed(response)
 
     assert [r.status_code for r in statuses] == [200, 200, 429]
     assert statuses[2].json()["error"]["code"] == "throttled"
@@ -123,14 +109,14 @@ def test_an_idempotent_replay_asked_for_as_a_stream_carries_event_ids_a_follower
 ):
     fake_llm.default.text = "Stored once."
     messages = reverse("message-list", kwargs={"interaction_id": str(interaction.pk)})
-    first = read(
+    first = read_streamed(
         api.post(messages, {"content": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k1", HTTP_ACCEPT="text/event-stream")
     )
 
     replayed = api.post(
         messages, {"content": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k1", HTTP_ACCEPT="text/event-stream"
     )
-    body = read(replayed).decode()
+    body = read_streamed(replayed).decode()
 
     assert replayed["Idempotent-Replayed"] == "true"
     assert body.startswith("retry: ")
@@ -144,7 +130,7 @@ def test_an_idempotent_replay_asked_for_as_a_stream_carries_event_ids_a_follower
     reply = events[1][1]
     # The last id resumes after the whole text: a follower gets only the terminal event.
     resumed = parse_sse(
-        [read(api.get(url("message-stream", Message.objects.get(pk=reply["id"])), HTTP_LAST_EVENT_ID=ids[-1]))]
+        [read_streamed(api.get(url("message-stream", Message.objects.get(pk=reply["id"])), HTTP_LAST_EVENT_ID=ids[-1]))]
     )
     assert [name for name, _ in resumed] == ["reply.completed"]
 
@@ -156,7 +142,7 @@ def test_progress_writes_and_their_characters_are_counted_in_metrics(client, api
     before = scrape(client)
 
     messages = reverse("message-list", kwargs={"interaction_id": str(interaction.pk)})
-    read(api.post(f"{messages}?stream=true", {"content": "count"}, format="json"))
+    read_streamed(api.post(f"{messages}?stream=true", {"content": "count"}, format="json"))
     after = scrape(client)
 
     writes = total(after, "chat_reply_progress_writes_total") - total(before, "chat_reply_progress_writes_total")
