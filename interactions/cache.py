@@ -4,20 +4,22 @@
   every write bumps in the same update as the write. The key is read from the database
   row that the ownership check loads anyway, so a failed cache write cannot make a later
   read stale.
-- A user's interaction list is keyed by a per-owner version kept in the cache and
-  replaced on every write. If that replacement fails (cache outage), the list pages
-  cached before it expire after LIST_CACHE_TIMEOUT_SECONDS at the latest.
+- A user's interaction list page is keyed by the ids and versions of the rows it shows
+  (and whether more follow), read by the page's own index-served query: any write to a
+  listed interaction, a new one or a deleted one changes the key; a hit saves the
+  serializing and rendering. Nothing about the list is
+  kept in the cache but the rendered page, so a cache that is not shared between
+  processes (the local-memory default, one per gunicorn worker) is as correct as Redis.
 
 Cache errors never fail a request: they are counted and the request reads the database.
 
 What is cached is the rendered JSON body (cached_response), so a hit costs one cache read:
-no serializer, no rendering. Pollers get an ETag derived from the interaction's version,
-read from the database row like the keys above; `If-None-Match` with it answers 304 and
-no body, so an idle poll costs the authentication, that one indexed read and nothing else.
+no serializer, no rendering. Pollers get an ETag derived from the same database reads as
+the keys above; `If-None-Match` with it answers 304 and no body, so an idle poll costs the
+authentication, those indexed reads and nothing else.
 """
 
 import hashlib
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,27 +36,8 @@ from rest_framework.response import Response
 from core.cache import cache_call as _safe
 
 T = TypeVar("T")
-LIST_CACHE_TIMEOUT_SECONDS = 60
 
 cache_requests = Counter("chat_api_cache_requests_total", "API response cache look-ups.", ["result"])
-
-
-def _owner_version_key(owner_id: Any) -> str:
-    return f"interactions:owner:{owner_id}:version"
-
-
-def owner_list_version(owner_id: Any) -> str:
-    key = _owner_version_key(owner_id)
-    version = _safe("get", lambda: cache.get(key), None)
-    if version is None:
-        version = uuid.uuid4().hex
-        _safe("set", lambda: cache.add(key, version, timeout=None), False)
-    return str(version)
-
-
-def interaction_cache_invalidate(*, owner_id: Any, interaction_id: Any) -> None:
-    """Called after every write. Detail and message keys need nothing: they carry `version`."""
-    _safe("set", lambda: cache.set(_owner_version_key(owner_id), uuid.uuid4().hex, timeout=None), None)
 
 
 def cached(key: str, compute: Callable[[], T], *, timeout: int | None = None) -> T:

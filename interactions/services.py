@@ -9,9 +9,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import F, Q
 
-from core.errors import Conflict
+from core.errors import Conflict, NotFound
 from core.models import now_stored_precision
-from interactions.cache import interaction_cache_invalidate
 from interactions.models import Interaction
 
 TITLE_FROM_MESSAGE_CHARS = 80
@@ -24,7 +23,6 @@ def interaction_create(*, owner: User, **fields: Any) -> Interaction:
     interaction = Interaction(owner=owner, **fields)
     interaction.full_clean()
     interaction.save()
-    interaction_cache_invalidate(owner_id=owner.pk, interaction_id=interaction.pk)
     return interaction
 
 
@@ -36,16 +34,23 @@ def interaction_update(*, interaction: Interaction, **fields: Any) -> Interactio
         if "model_name" in changed and not interaction.model_name:
             interaction.model_name = settings.LLM_DEFAULT_MODEL
         interaction.full_clean()
-        interaction.version += 1
-        interaction.save(update_fields=[*changed, "version", "updated_at"])
-        interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
+        # `version` is bumped in the database, never from the loaded value: a reply
+        # counted meanwhile bumped it too, and two states under one version would let a
+        # cached page keyed by it show the older one.
+        Interaction.objects.filter(pk=interaction.pk).update(
+            **{name: getattr(interaction, name) for name in changed},
+            version=F("version") + 1,
+            updated_at=now_stored_precision(),
+        )
+        try:
+            interaction.refresh_from_db()
+        except Interaction.DoesNotExist:
+            raise NotFound(f"No interaction with id {interaction.pk}.", param="interaction_id") from None
     return interaction
 
 
 def interaction_delete(*, interaction: Interaction) -> None:
-    owner_id, interaction_id = interaction.owner_id, interaction.pk
     interaction.delete()
-    interaction_cache_invalidate(owner_id=owner_id, interaction_id=interaction_id)
 
 
 @dataclass(frozen=True)
@@ -138,15 +143,13 @@ def interaction_message_recorded(
         raise ReplyClaimLost(fenced_by)
     if title_hint and not interaction.title:
         Interaction.objects.filter(pk=interaction.pk, title="").update(
-            title=" ".join(title_hint.split())[:TITLE_FROM_MESSAGE_CHARS]
+            title=" ".join(title_hint.split())[:TITLE_FROM_MESSAGE_CHARS], version=F("version") + 1
         )
-    interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
 
 
 def interaction_messages_changed(*, interaction: Interaction) -> None:
     """A message of the interaction was updated in place (a reply progressed, for example)."""
     Interaction.objects.filter(pk=interaction.pk).update(version=F("version") + 1)
-    interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
 
 
 class ReplyClaimLost(Exception):
@@ -209,7 +212,6 @@ def interaction_reply_slot_release(
     )
     if not released:
         Interaction.objects.filter(pk=interaction.pk).update(version=F("version") + 1)
-    interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
     return bool(released)
 
 

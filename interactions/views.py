@@ -17,10 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.auth import request_user
-from core.pagination import ListPagination, list_params_key
+from core.pagination import ListPagination
 from core.schema import NOT_MODIFIED, error_responses
 from core.serializers import parse_id
-from interactions.cache import LIST_CACHE_TIMEOUT_SECONDS, cached_response, owner_list_version, version_etag
+from interactions.cache import cached_response, version_etag
 from interactions.models import Interaction
 from interactions.selectors import interaction_list
 from interactions.serializers import InteractionInputSerializer, InteractionSerializer
@@ -42,7 +42,7 @@ EXPORT_DESCRIPTION = (
 @extend_schema_view(
     list=extend_schema(
         summary="List your interactions, most recent activity first",
-        responses={200: InteractionSerializer(many=True), **error_responses(400)},
+        responses={200: InteractionSerializer(many=True), 304: NOT_MODIFIED, **error_responses(400)},
     ),
     create=extend_schema(
         summary="Create an interaction",
@@ -84,15 +84,15 @@ class InteractionViewSet(viewsets.ViewSet):
         owner = request_user(request)
         # Abandoned replies are finalised (counters and versions updated) before the cache is read.
         owner_abandoned_replies_finalise(owner=owner)
-        key = f"interactions:list:{owner.pk}:{owner_list_version(owner.pk)}:{list_params_key(request)}"
+        paginator = ListPagination()
+        rows = paginator.paginate_queryset(interaction_list(owner=owner), request, view=self)
+        # The page is keyed by what it shows: its rows' ids and versions, and whether more follow.
+        stamp = version_etag(owner.pk, paginator.has_more, *(f"{row.pk}.{row.version}" for row in rows))
 
         def page() -> dict[str, Any]:
-            paginator = ListPagination()
-            rows = paginator.paginate_queryset(interaction_list(owner=owner), request, view=self)
             return paginator.page_body(InteractionSerializer(rows, many=True).data)
 
-        # No ETag: the list's version lives in the cache, not in a row this request read.
-        return cached_response(request, key=key, compute=page, timeout=LIST_CACHE_TIMEOUT_SECONDS)
+        return cached_response(request, key=f"interactions:list:{owner.pk}:{stamp}", compute=page, etag=stamp)
 
     def create(self, request: Request) -> Response:
         serializer = InteractionInputSerializer(data=request.data)

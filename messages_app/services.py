@@ -24,7 +24,6 @@ from django.utils import timezone
 
 from core.errors import Conflict, NotFound
 from core.models import new_id, now_stored_precision
-from interactions.cache import interaction_cache_invalidate
 from interactions.models import Interaction
 from interactions.selectors import interaction_get
 from interactions.services import (
@@ -233,7 +232,6 @@ def interaction_message_count_repair(*, interaction: Interaction) -> bool:
             logger.warning("recounting the messages of %s failed", interaction.pk, exc_info=True)
             return False
         if recounted:
-            interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
             return True
     logger.warning("recounting the messages of %s gave up: other writes kept changing it", interaction.pk)
     return False
@@ -247,8 +245,9 @@ def _message_uncount(*, interaction: Interaction, at: datetime) -> None:
     """
     Interaction.objects.filter(pk=interaction.pk).update(message_count=F("message_count") - 1, version=F("version") + 1)
     newest = _newest_message_at(interaction_id=interaction.pk)
-    Interaction.objects.filter(pk=interaction.pk, last_message_at=at).update(last_message_at=newest)
-    interaction_cache_invalidate(owner_id=interaction.owner_id, interaction_id=interaction.pk)
+    Interaction.objects.filter(pk=interaction.pk, last_message_at=at).update(
+        last_message_at=newest, version=F("version") + 1
+    )
 
 
 def _newest_message_at(*, interaction_id: uuid.UUID) -> datetime | None:

@@ -299,13 +299,14 @@ def test_the_title_is_set_from_the_first_message_only_while_it_is_empty(queries)
     assert counters["filter"] == {"id": uuid_hex(INTERACTION_ID)}
     assert equality_conditions(title["filter"]) == {"id": uuid_hex(INTERACTION_ID), "title": ""}
     assert not matches({"id": uuid_hex(INTERACTION_ID), "title": "Chosen"}, title["filter"]), "a title is kept"
-    assert updated(title, title="")["title"] == "Hello there"
+    assert updated(title, title="", version=3) == {"id": uuid_hex(INTERACTION_ID), "title": "Hello there", "version": 4}
 
 
 def test_an_interaction_update_checks_the_owner_by_its_key_then_writes_only_the_changed_fields_by_id(
     queries, migrations
 ):
-    owner_check, write = queries["interaction_update"]
+    # Then it reads the row back by id (here the canned results have none: the update answers 404).
+    owner_check, write, read_back, *_ = queries["interaction_update"]
     stored = {"id": uuid_hex(INTERACTION_ID), "title": "Old", "message_count": 5, "version": 1}
 
     # full_clean() validates the owner foreign key: one read by _id (the collection's own index).
@@ -317,7 +318,10 @@ def test_an_interaction_update_checks_the_owner_by_its_key_then_writes_only_the_
     written = apply_update(stored, write["update"])
     assert written["title"] == "Renamed"
     assert written["message_count"] == 5, "counters are not written back from memory"
+    assert written["version"] == 2, "the version is bumped in the database, not from memory"
     assert set(written) - set(stored) == {"updated_at"}
+    assert read_back["collection"] == "interactions_interaction"
+    assert stage(read_back["pipeline"], "$match") == {"id": uuid_hex(INTERACTION_ID)}
 
 
 def test_deleting_an_interaction_deletes_its_messages_by_interaction_without_reading_them(queries, migrations):
