@@ -107,7 +107,9 @@ class SafeJSONParser(JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            codecs.lookup(encoding)
+            # Codecs that are not text encodings (rot13, base64, zlib...) cannot decode a body.
+            if not getattr(codecs.lookup(encoding), "_is_text_encoding", True):
+                raise LookupError(encoding)
         except LookupError:
             raise ParseError(f"Unknown charset {printable(encoding)!r}.") from None
         raw = stream.read() if stream is not None else b""
@@ -115,4 +117,7 @@ class SafeJSONParser(JSONParser):
             text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
             raise ParseError(f"The request body is not valid {encoding}: {exc.reason} at byte {exc.start}.") from None
+        except UnicodeError as exc:
+            # Raised by codecs that decode nothing ("undefined") or fail in their own way (punycode).
+            raise ParseError(f"The request body cannot be decoded as {printable(encoding)!r}: {exc}.") from None
         return parse_json_text(text)

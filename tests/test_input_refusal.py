@@ -120,6 +120,21 @@ def test_bytes_that_are_not_utf8_are_a_parse_error(api):
     assert not Interaction.objects.exists()
 
 
+@pytest.mark.parametrize("charset", ["rot13", "base64", "zlib_codec", "uu", "punycode", "undefined"])
+def test_a_charset_that_is_not_a_text_encoding_is_a_parse_error(api, client, charset):
+    content_type = f"application/json; charset={charset}"
+
+    created = api.generic("POST", INTERACTIONS, b'{"title": "t"}', content_type=content_type)
+    # The token exchange needs no credentials: anyone could send this one.
+    token = client.generic(
+        "POST", "/api/v1/auth/token/", b'{"username": "u", "password": "p"}', content_type=content_type
+    )
+
+    assert_refused(created, code="parse_error", param=None)
+    assert_refused(token, code="parse_error", param=None)
+    assert not Interaction.objects.exists()
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(api, constant):
     response = api.generic("POST", INTERACTIONS, f'{{"temperature": {constant}}}', content_type="application/json")
