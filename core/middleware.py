@@ -13,6 +13,7 @@ from django.urls import is_valid_path
 from core.database import is_database_unavailable
 from core.exceptions import DATABASE_UNAVAILABLE_HEADERS, database_unavailable_body, error_body
 from core.text import printable
+from core.wsgi import CHUNKED_BODY_OVER_LIMIT, is_chunked_without_length
 
 API_PREFIX = "/api/"
 # Every query parameter of the API is an id, a number or a word; anything longer is refused
@@ -184,6 +185,18 @@ class RequestBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.META.get(CHUNKED_BODY_OVER_LIMIT):
+            return self._too_large(f"The request body is over the limit of {settings.REQUEST_BODY_MAX_BYTES} bytes.")
+        if is_chunked_without_length(request.META):
+            # A chunked body the server did not decode for us (core.wsgi): it cannot be read safely.
+            return JsonResponse(
+                error_body(
+                    message="Send the request body with a Content-Length header (this server cannot read it chunked).",
+                    status_code=411,
+                    code="length_required",
+                ),
+                status=411,
+            )
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -192,17 +205,14 @@ class RequestBodyLimitMiddleware:
             if length <= settings.REQUEST_BODY_DRAIN_MAX_BYTES:
                 while request.read(64 * 1024):
                     pass
-            return JsonResponse(
-                error_body(
-                    message=(
-                        f"The request body is {length} bytes; the limit is {settings.REQUEST_BODY_MAX_BYTES} bytes."
-                    ),
-                    status_code=413,
-                    code="request_too_large",
-                ),
-                status=413,
+            return self._too_large(
+                f"The request body is {length} bytes; the limit is {settings.REQUEST_BODY_MAX_BYTES} bytes."
             )
         return self.get_response(request)
+
+    @staticmethod
+    def _too_large(message: str) -> HttpResponse:
+        return JsonResponse(error_body(message=message, status_code=413, code="request_too_large"), status=413)
 
 
 class DatabaseUnavailableMiddleware:

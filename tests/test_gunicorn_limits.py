@@ -175,3 +175,47 @@ def test_only_a_request_line_over_gunicorns_8190_byte_limit_gets_gunicorns_own_4
 
     assert answers[0].status == 414
     assert closed
+
+
+def chunked_request(method: str, target: str, token: str, body: bytes, chunk_size: int = 7) -> bytes:
+    """A request whose body is sent with Transfer-Encoding: chunked (no Content-Length), in small chunks."""
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Authorization: Token {token}",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+    ]
+    chunks = b"".join(
+        f"{len(body[i : i + chunk_size]):x}\r\n".encode() + body[i : i + chunk_size] + b"\r\n"
+        for i in range(0, len(body), chunk_size)
+    )
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_is_read_not_taken_for_an_empty_one(server):
+    port, token = server
+    body = json.dumps({"title": "sent in chunks", "temperature": 0.5}).encode()
+
+    answers, _ = exchange(port, chunked_request("POST", "/api/v1/interactions/", token, body))
+    created = answers[0].json()
+    patched, _ = exchange(
+        port, chunked_request("PATCH", f"/api/v1/interactions/{created['id']}/", token, b'{"title": "renamed"}')
+    )
+
+    assert answers[0].status == 201
+    assert (created["title"], created["temperature"]) == ("sent in chunks", 0.5)
+    assert patched[0].status == 200
+    assert patched[0].json()["title"] == "renamed"
+
+
+def test_a_chunked_body_over_the_limit_answers_413_and_stores_nothing(server):
+    port, token = server
+    body = json.dumps({"title": "x" * (BODY_LIMIT * 2)}).encode()
+
+    answers, _ = exchange(port, chunked_request("POST", "/api/v1/interactions/", token, body, chunk_size=4096))
+    listed, _ = exchange(port, raw_request("GET", "/api/v1/interactions/?limit=100", token))
+
+    assert answers[0].status == 413
+    assert answers[0].json()["error"]["code"] == "request_too_large"
+    assert not [i for i in listed[0].json()["data"] if i["title"].startswith("xxx")]

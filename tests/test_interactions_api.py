@@ -1,10 +1,14 @@
+import json
 import uuid
 
 import pytest
 from django.db import connection
+from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 
+from chatproject.wsgi import application
 from interactions.models import Interaction
 from messages_app.models import Message, MessageRole
 from tests.factories import InteractionFactory, MessageFactory
@@ -183,3 +187,28 @@ def test_put_is_not_offered(api, interaction):
 
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_chunked_body_the_server_did_not_decode_answers_411_and_stores_nothing(user):
+    # gunicorn decodes chunked bodies and core.wsgi reads them (tests/test_gunicorn_limits.py); a
+    # server that passes the chunks on undecoded (no wsgi.input_terminated) leaves nothing safe to read.
+    token, _ = Token.objects.get_or_create(user=user)
+    environ = (
+        RequestFactory()
+        .post(
+            "/api/v1/interactions/",
+            b'{"title": "chunked"}',
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {token.key}",
+            HTTP_TRANSFER_ENCODING="chunked",
+        )
+        .environ
+    )
+    del environ["CONTENT_LENGTH"]
+    statuses: list[str] = []
+
+    body = b"".join(application(environ, lambda status, headers, *_: statuses.append(status)))
+
+    assert statuses == ["411 Length Required"]
+    assert json.loads(body)["error"]["code"] == "length_required"
+    assert not Interaction.objects.exists()
