@@ -280,6 +280,7 @@ REST_FRAMEWORK = {
     ],
     # JSON only, nesting and strings checked before anything is stored (core.parsers).
     "DEFAULT_PARSER_CLASSES": ["core.parsers.SafeJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.ContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     # Cache errors are caught where the cache is used (core.cache), so that they are counted.
