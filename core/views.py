@@ -75,7 +75,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     responses={200: inline_serializer("Health", {"status": serializers.CharField()})},
     auth=[],
 )
-@api_view(["GET"])
+@api_view(["GET", "HEAD"])  # Load balancers probe with HEAD.
 @authentication_classes([])
 @permission_classes([])
 @throttle_classes([])
@@ -105,7 +105,7 @@ def health(request: Request) -> Response:
     },
     auth=[],
 )
-@api_view(["GET"])
+@api_view(["GET", "HEAD"])  # Load balancers probe with HEAD.
 @authentication_classes([])
 @permission_classes([])
 @throttle_classes([])
