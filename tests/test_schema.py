@@ -88,6 +88,41 @@ def test_list_operations_document_the_openai_list_shape(schema):
     }
 
 
+def keys_anywhere(node) -> set[str]:  # type: ignore[no-untyped-def]
+    """Every key of every object in a schema document, at any depth."""
+    if isinstance(node, dict):
+        return set(node).union(*(keys_anywhere(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(keys_anywhere(value) for value in node))
+    return set()
+
+
+def answer_validator(schema, path: str):  # type: ignore[no-untyped-def]
+    """A JSON Schema 2020-12 validator of the 200 JSON answer of GET `path`, its refs resolved in the document."""
+    answer = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**answer, "components": schema["components"]})
+
+
+def test_the_schema_uses_no_openapi_3_0_nullable_keyword(schema):
+    """OpenAPI 3.1 is JSON Schema 2020-12, which has no `nullable`: a null is `"type": [..., "null"]`."""
+    assert schema["openapi"] == "3.1.0"
+    assert "nullable" not in keys_anywhere(schema)
+
+
+def test_an_empty_interaction_list_validates_against_the_schema(schema, api):
+    body = api.get("/api/v1/interactions/").json()
+
+    assert (body["data"], body["first_id"], body["last_id"]) == ([], None, None)
+    answer_validator(schema, "/api/v1/interactions/").validate(body)
+
+
+def test_an_empty_message_list_validates_against_the_schema(schema, api, interaction):
+    body = api.get(f"/api/v1/interactions/{interaction.pk}/messages/").json()
+
+    assert (body["data"], body["first_id"], body["last_id"]) == ([], None, None)
+    answer_validator(schema, "/api/v1/interactions/{interaction_id}/messages/").validate(body)
+
+
 def test_schema_endpoint_and_doc_pages_answer(client):
     assert client.get("/api/schema/").status_code == 200
     docs = client.get("/api/docs/")
