@@ -23,6 +23,7 @@ from core.health import READY_VALUES, readiness_checks
 from core.network import client_ip
 from core.parsers import SafeJSONParser
 from core.renderers import SafeJSONRenderer
+from core.serializers import AuthTokenInputSerializer
 from core.throttling import FailOpenAnonRateThrottle
 
 NEVER_CACHE = {"Cache-Control": "no-store"}
@@ -137,6 +138,7 @@ class TokenObtainView(ObtainAuthToken):
     """
 
     parser_classes = [SafeJSONParser]
+    serializer_class = AuthTokenInputSerializer
     throttle_classes = [FailOpenAnonRateThrottle]
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
