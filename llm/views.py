@@ -173,10 +173,10 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
             "EventSource cannot send an Authorization header. Token clients on another origin ask for a "
             "ticket here, then open `stream_url`. The ticket is signed, valid for REPLY_STREAM_TICKET_SECONDS "
             "and for this reply of this user only; when it has expired, ask for a new one and reconnect with "
-            "`last_event_id`."
+            "`last_event_id`. A message that is not an assistant reply has no stream: 409 `not_a_reply`."
         ),
         request=None,
-        responses={200: StreamTicketSerializer, **error_responses(400, 404)},
+        responses={200: StreamTicketSerializer, **error_responses(400, 404, 409)},
     ),
     retry=extend_schema(
         summary="Generate a failed or incomplete reply again",
@@ -279,9 +279,7 @@ class MessageViewSet(viewsets.ViewSet):
     )
     def stream(self, request: Request, interaction_id: str, pk: str) -> StreamingHttpResponse:
         interaction = self._interaction(request, interaction_id)
-        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
-        if reply.role != MessageRole.ASSISTANT:
-            raise Conflict("Only assistant replies have a stream.", code="not_a_reply", param="message_id")
+        reply = _reply_with_a_stream(interaction=interaction, message_id=pk)
         since = self._last_event_id(request)
         follower = ReplyFollower(
             reply=reply,
@@ -312,7 +310,7 @@ class MessageViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"], url_path="stream-ticket")
     def stream_ticket(self, request: Request, interaction_id: str, pk: str) -> Response:
         interaction = self._interaction(request, interaction_id)
-        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
+        reply = _reply_with_a_stream(interaction=interaction, message_id=pk)
         ticket = stream_ticket_issue(user=request_user(request), reply_id=reply.pk)
         url = reverse("message-stream", kwargs={"interaction_id": str(interaction.pk), "pk": str(reply.pk)})
         body = {
@@ -333,6 +331,14 @@ class MessageViewSet(viewsets.ViewSet):
         if reply.status == MessageStatus.FAILED and reply.reply_to is not None:
             raise ReplyFailed(message=reply.reply_to, reply=reply)
         return Response(MessageSerializer(reply).data)
+
+
+def _reply_with_a_stream(*, interaction: Interaction, message_id: str) -> Message:
+    """The reply to follow, or to issue a stream ticket for: only an assistant message has a stream."""
+    reply = message_get(interaction=interaction, message_id=parse_id(message_id, param="message_id"))
+    if reply.role != MessageRole.ASSISTANT:
+        raise Conflict("Only assistant replies have a stream.", code="not_a_reply", param="message_id")
+    return reply
 
 
 def _stream_requested(request: Request) -> bool:
