@@ -41,6 +41,8 @@ from messages_app.serializers import MessageCreatedSerializer, MessageInputSeria
 from messages_app.services import interaction_get_finalised
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
+# On an answer that repeats the stored outcome of an earlier request with the same Idempotency-Key.
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 
 STREAM_DESCRIPTION = (
     "With `stream=true` (body field or query parameter), or `Accept: text/event-stream` alone (what "
@@ -63,9 +65,18 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     location=OpenApiParameter.HEADER,
     required=False,
     description=(
-        "Repeat a request safely: the same key with the same body answers the stored result and "
-        "creates nothing; with a different body it answers 422."
+        "Repeat a request safely: the same key with the same body answers the stored result (its reply, "
+        "or its stored failure with the same error) with `Idempotent-Replayed: true`, and creates nothing; "
+        "with a different body it answers 422."
     ),
+)
+IDEMPOTENT_REPLAYED_PARAMETER = OpenApiParameter(
+    IDEMPOTENT_REPLAYED,
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    enum=["true"],
+    response=[200, 201, 502, 503, 504],
+    description="Present on an answer that repeats the stored outcome of an earlier request with this Idempotency-Key.",
 )
 EVENT_STREAM = OpenApiResponse(
     OpenApiTypes.STR,
@@ -142,7 +153,7 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
             "`error.details`, so the reply can be retried. " + STREAM_DESCRIPTION
         ),
         request=MessageInputSerializer,
-        parameters=[STREAM_PARAMETER, IDEMPOTENCY_PARAMETER],
+        parameters=[STREAM_PARAMETER, IDEMPOTENCY_PARAMETER, IDEMPOTENT_REPLAYED_PARAMETER],
         responses={
             (201, "application/json"): MessageCreatedSerializer,
             (200, "text/event-stream"): EVENT_STREAM,
@@ -268,7 +279,7 @@ class MessageViewSet(viewsets.ViewSet):
             return _event_stream_response(stream)
         if posted.replayed and posted.reply is not None and (data["stream"] or _stream_requested(request)):
             replayed = _event_stream_response(replayed_events(message=posted.message, reply=posted.reply))
-            replayed["Idempotent-Replayed"] = "true"
+            replayed[IDEMPOTENT_REPLAYED] = "true"
             return replayed
         return _created_response(posted)
 
@@ -359,13 +370,14 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 def _created_response(posted: MessagePosted) -> Response:
+    replayed = {IDEMPOTENT_REPLAYED: "true"} if posted.replayed else {}
     if posted.reply is not None and posted.reply.status == MessageStatus.FAILED:
-        raise ReplyFailed(message=posted.message, reply=posted.reply)
+        failed = ReplyFailed(message=posted.message, reply=posted.reply)
+        # A replayed failure says so, as a replayed success does.
+        failed.headers.update(replayed)
+        raise failed
     body = {
         "message": MessageSerializer(posted.message).data,
         "reply": MessageSerializer(posted.reply).data if posted.reply is not None else None,
     }
-    response = Response(body, status=status.HTTP_201_CREATED)
-    if posted.replayed:
-        response["Idempotent-Replayed"] = "true"
-    return response
+    return Response(body, status=status.HTTP_201_CREATED, headers=replayed)

@@ -73,6 +73,14 @@ def test_schema_documents_token_auth_and_error_bodies(schema):
     assert "application/json" in create["responses"]["201"]["content"]
 
 
+def test_schema_documents_the_replay_header_on_replayed_successes_and_failures(schema):
+    create = schema["paths"]["/api/v1/interactions/{interaction_id}/messages/"]["post"]
+
+    for status in ("200", "201", "502", "503", "504"):
+        assert create["responses"][status]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"]
+    assert "Idempotent-Replayed" not in {p["name"] for p in create["parameters"]}, "a response header only"
+
+
 def test_list_operations_document_the_openai_list_shape(schema):
     listing = schema["paths"]["/api/v1/interactions/"]["get"]
     names = {p["name"] for p in listing["parameters"]}
