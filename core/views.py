@@ -58,6 +58,8 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    # Django's reasons are sentences that end with a period ("CSRF cookie not set.").
+    reason = reason.removesuffix(".")
     return JsonResponse(
         error_body(
             message=f"CSRF verification failed: {reason}. API clients should use token authentication.",

@@ -98,6 +98,16 @@ def test_session_post_without_csrf_token_answers_json_403(user):
 
 
 @pytest.mark.django_db
+def test_a_post_outside_the_api_without_csrf_cookie_answers_json_403_in_one_sentence():
+    response = Client(enforce_csrf_checks=True).post("/metrics")
+
+    assert_error_envelope(response, 403, "csrf_failed")
+    assert response.json()["error"]["message"] == (
+        "CSRF verification failed: CSRF cookie not set. API clients should use token authentication."
+    )
+
+
+@pytest.mark.django_db
 def test_a_disallowed_host_answers_json_400(client):
     assert_error_envelope(client.get("/api/v1/interactions/", HTTP_HOST="evil.example"), 400, "bad_request")
 
