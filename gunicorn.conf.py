@@ -9,6 +9,10 @@ import subprocess
 import sys
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Whether a request came over HTTPS is Django's to decide (SECURE_PROXY_SSL_HEADER, set only
+# with DJANGO_TRUSTED_PROXY_COUNT > 0). gunicorn would otherwise believe X-Forwarded-Proto from
+# any client on loopback (forwarded_allow_ips), trusted proxies or not.
+secure_scheme_headers: dict[str, str] = {}
 
 # A request spends its life waiting on the model provider, so the worker is an event
 # loop: gevent (the worker monkey-patches the standard library before Django is loaded)

@@ -373,7 +373,10 @@ REPLY_FOLLOWERS_PER_USER = env.int("REPLY_FOLLOWERS_PER_USER", default=10)
 REPLY_STREAM_TICKET_SECONDS = env.int("REPLY_STREAM_TICKET_SECONDS", default=60)
 
 # --- Security (production) ------------------------------------------------------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto says the request came over HTTPS only when trusted proxies set it: without
+# one (DJANGO_TRUSTED_PROXY_COUNT=0) any client could write it, get https:// links (stream_url)
+# and skip SECURE_SSL_REDIRECT. gunicorn.conf.py leaves the decision to this setting.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXY_COUNT > 0 else None
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 # Health checks and the metrics scrape come over plain HTTP from inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]

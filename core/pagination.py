@@ -119,8 +119,9 @@ class ListPagination(BasePagination):
             "properties": {
                 "object": {"type": "string", "enum": ["list"]},
                 "data": schema,
-                "first_id": {"type": "string", "format": "uuid", "nullable": True},
-                "last_id": {"type": "string", "format": "uuid", "nullable": True},
+                # OpenAPI 3.1 (JSON Schema 2020-12) has no `nullable`: an empty list's ids are null.
+                "first_id": {"type": ["string", "null"], "format": "uuid"},
+                "last_id": {"type": ["string", "null"], "format": "uuid"},
                 "has_more": {"type": "boolean"},
             },
         }

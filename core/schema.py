@@ -24,7 +24,7 @@ ErrorSerializer = inline_serializer(
 
 NOT_MODIFIED = OpenApiResponse(
     description="Not modified: `If-None-Match` holds the answer's current `ETag` (it changes with every write "
-    "to the interaction). No body."
+    "to the interaction, and differs per media type) or `*`. No body."
 )
 
 

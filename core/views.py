@@ -8,19 +8,22 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
-from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.exceptions import error_body
 from core.health import READY_VALUES, readiness_checks
 from core.network import client_ip
 from core.parsers import SafeJSONParser
+from core.renderers import SafeJSONRenderer
+from core.serializers import AuthTokenInputSerializer
 from core.throttling import FailOpenAnonRateThrottle
 
 NEVER_CACHE = {"Cache-Control": "no-store"}
@@ -55,6 +58,8 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    # Django's reasons are sentences that end with a period ("CSRF cookie not set.").
+    reason = reason.removesuffix(".")
     return JsonResponse(
         error_body(
             message=f"CSRF verification failed: {reason}. API clients should use token authentication.",
@@ -73,7 +78,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     responses={200: inline_serializer("Health", {"status": serializers.CharField()})},
     auth=[],
 )
-@api_view(["GET"])
+@api_view(["GET", "HEAD"])  # Load balancers probe with HEAD.
 @authentication_classes([])
 @permission_classes([])
 @throttle_classes([])
@@ -103,7 +108,7 @@ def health(request: Request) -> Response:
     },
     auth=[],
 )
-@api_view(["GET"])
+@api_view(["GET", "HEAD"])  # Load balancers probe with HEAD.
 @authentication_classes([])
 @permission_classes([])
 @throttle_classes([])
@@ -135,6 +140,7 @@ class TokenObtainView(ObtainAuthToken):
     """
 
     parser_classes = [SafeJSONParser]
+    serializer_class = AuthTokenInputSerializer
     throttle_classes = [FailOpenAnonRateThrottle]
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -184,7 +190,25 @@ def metrics(request: HttpRequest) -> HttpResponse:
 DOCS_CSP_UPDATE = {"style-src": ["'unsafe-inline'"], "worker-src": ["blob:"]}
 
 
-class SwaggerUIView(SpectacularSwaggerSplitView):
+class JsonOutsideTheDocument(APIView):
+    """The docs pages and the schema render the page or the document only; their errors (a
+    wrong method, an unknown `format`, nothing acceptable) answer in the error envelope and
+    OPTIONS answers JSON, as everywhere else. Their own renderers (an HTML template, YAML)
+    would render an error as a page or a YAML envelope, and OPTIONS without a template at all."""
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response) and (response.exception or request.method == "OPTIONS"):
+            response.accepted_renderer = SafeJSONRenderer()
+            response.accepted_media_type = "application/json"
+        return response
+
+
+class SchemaView(JsonOutsideTheDocument, SpectacularAPIView):
+    """The OpenAPI document (YAML, or JSON with `?format=json`)."""
+
+
+class SwaggerUIView(JsonOutsideTheDocument, SpectacularSwaggerSplitView):
     """Swagger UI with its start-up script served from this URL too (`?script`), so that the
     page needs no inline script under the Content-Security-Policy."""
 
@@ -195,7 +219,7 @@ class SwaggerUIView(SpectacularSwaggerSplitView):
         return response
 
 
-class OfflineRedocView(SpectacularRedocView):
+class OfflineRedocView(JsonOutsideTheDocument, SpectacularRedocView):
     """Redoc with nothing from another host: no web fonts (the page uses the system's)."""
 
     template_name = "core/redoc.html"

@@ -61,15 +61,19 @@ def version_etag(*parts: Any) -> str:
 def cached_response(
     request: Request, *, key: str, compute: Callable[[], Any], etag: str | None = None, timeout: int | None = None
 ) -> HttpResponseBase:
-    """A cacheable read's response: 304 when the client holds `etag`, else the body, rendered once and cached.
+    """A cacheable read's response: 304 when the client holds its ETag, else the body, rendered once and cached.
 
     `key` and `etag` must come from what this request read from the database (the
-    interaction's version) or validated, never from the cache itself. JSON clients get the
-    cached rendered bytes; other renderers (the browsable API) get the cached data rendered.
+    interaction's version) or validated, never from the cache itself. The ETag sent is the
+    representation's: `etag` and the negotiated media type, since the JSON and the browsable
+    API's HTML of one version are different bytes (`Vary: Accept`). `If-None-Match: *` matches
+    any representation (RFC 9110 13.1.2): the object exists once the view got this far. JSON
+    clients get the cached rendered bytes; other renderers (the browsable API) get the cached
+    data rendered.
     """
-    if etag is not None and etag.removeprefix("W/") in {
-        tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))
-    }:
+    if etag is not None:
+        etag = version_etag(etag, getattr(request, "accepted_media_type", ""))
+    if etag is not None and _none_match(request, etag):
         response: HttpResponseBase = HttpResponseNotModified()
     elif isinstance(getattr(request, "accepted_renderer", None), JSONRenderer):
         renderer: JSONRenderer = request.accepted_renderer  # type: ignore[assignment]
@@ -84,3 +88,9 @@ def cached_response(
     if etag is not None:
         response["ETag"] = etag
     return response
+
+
+def _none_match(request: Request, etag: str) -> bool:
+    """Whether If-None-Match names `etag` (the weak comparison, as for a GET) or is `*`."""
+    tags = parse_etags(request.headers.get("If-None-Match", ""))
+    return "*" in tags or etag.removeprefix("W/") in {tag.removeprefix("W/") for tag in tags}

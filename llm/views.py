@@ -41,6 +41,8 @@ from messages_app.serializers import MessageCreatedSerializer, MessageInputSeria
 from messages_app.services import interaction_get_finalised
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
+# On an answer that repeats the stored outcome of an earlier request with the same Idempotency-Key.
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 
 STREAM_DESCRIPTION = (
     "With `stream=true` (body field or query parameter), or `Accept: text/event-stream` alone (what "
@@ -63,9 +65,18 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     location=OpenApiParameter.HEADER,
     required=False,
     description=(
-        "Repeat a request safely: the same key with the same body answers the stored result and "
-        "creates nothing; with a different body it answers 422."
+        "Repeat a request safely: the same key with the same body answers the stored result (its reply, "
+        "or its stored failure with the same error) with `Idempotent-Replayed: true`, and creates nothing; "
+        "with a different body it answers 422."
     ),
+)
+IDEMPOTENT_REPLAYED_PARAMETER = OpenApiParameter(
+    IDEMPOTENT_REPLAYED,
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    enum=["true"],
+    response=[200, 201, 502, 503, 504],
+    description="Present on an answer that repeats the stored outcome of an earlier request with this Idempotency-Key.",
 )
 EVENT_STREAM = OpenApiResponse(
     OpenApiTypes.STR,
@@ -142,7 +153,7 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
             "`error.details`, so the reply can be retried. " + STREAM_DESCRIPTION
         ),
         request=MessageInputSerializer,
-        parameters=[STREAM_PARAMETER, IDEMPOTENCY_PARAMETER],
+        parameters=[STREAM_PARAMETER, IDEMPOTENCY_PARAMETER, IDEMPOTENT_REPLAYED_PARAMETER],
         responses={
             (201, "application/json"): MessageCreatedSerializer,
             (200, "text/event-stream"): EVENT_STREAM,
@@ -173,10 +184,10 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
             "EventSource cannot send an Authorization header. Token clients on another origin ask for a "
             "ticket here, then open `stream_url`. The ticket is signed, valid for REPLY_STREAM_TICKET_SECONDS "
             "and for this reply of this user only; when it has expired, ask for a new one and reconnect with "
-            "`last_event_id`."
+            "`last_event_id`. A message that is not an assistant reply has no stream: 409 `not_a_reply`."
         ),
         request=None,
-        responses={200: StreamTicketSerializer, **error_responses(400, 404)},
+        responses={200: StreamTicketSerializer, **error_responses(400, 404, 409)},
     ),
     retry=extend_schema(
         summary="Generate a failed or incomplete reply again",
@@ -268,7 +279,7 @@ class MessageViewSet(viewsets.ViewSet):
             return _event_stream_response(stream)
         if posted.replayed and posted.reply is not None and (data["stream"] or _stream_requested(request)):
             replayed = _event_stream_response(replayed_events(message=posted.message, reply=posted.reply))
-            replayed["Idempotent-Replayed"] = "true"
+            replayed[IDEMPOTENT_REPLAYED] = "true"
             return replayed
         return _created_response(posted)
 
@@ -279,9 +290,7 @@ class MessageViewSet(viewsets.ViewSet):
     )
     def stream(self, request: Request, interaction_id: str, pk: str) -> StreamingHttpResponse:
         interaction = self._interaction(request, interaction_id)
-        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
-        if reply.role != MessageRole.ASSISTANT:
-            raise Conflict("Only assistant replies have a stream.", code="not_a_reply", param="message_id")
+        reply = _reply_with_a_stream(interaction=interaction, message_id=pk)
         since = self._last_event_id(request)
         follower = ReplyFollower(
             reply=reply,
@@ -312,7 +321,7 @@ class MessageViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"], url_path="stream-ticket")
     def stream_ticket(self, request: Request, interaction_id: str, pk: str) -> Response:
         interaction = self._interaction(request, interaction_id)
-        reply = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
+        reply = _reply_with_a_stream(interaction=interaction, message_id=pk)
         ticket = stream_ticket_issue(user=request_user(request), reply_id=reply.pk)
         url = reverse("message-stream", kwargs={"interaction_id": str(interaction.pk), "pk": str(reply.pk)})
         body = {
@@ -335,6 +344,14 @@ class MessageViewSet(viewsets.ViewSet):
         return Response(MessageSerializer(reply).data)
 
 
+def _reply_with_a_stream(*, interaction: Interaction, message_id: str) -> Message:
+    """The reply to follow, or to issue a stream ticket for: only an assistant message has a stream."""
+    reply = message_get(interaction=interaction, message_id=parse_id(message_id, param="message_id"))
+    if reply.role != MessageRole.ASSISTANT:
+        raise Conflict("Only assistant replies have a stream.", code="not_a_reply", param="message_id")
+    return reply
+
+
 def _stream_requested(request: Request) -> bool:
     return asks_for_event_stream(request) or request.query_params.get("stream", "").lower() in ("true", "1")
 
@@ -353,13 +370,14 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 def _created_response(posted: MessagePosted) -> Response:
+    replayed = {IDEMPOTENT_REPLAYED: "true"} if posted.replayed else {}
     if posted.reply is not None and posted.reply.status == MessageStatus.FAILED:
-        raise ReplyFailed(message=posted.message, reply=posted.reply)
+        failed = ReplyFailed(message=posted.message, reply=posted.reply)
+        # A replayed failure says so, as a replayed success does.
+        failed.headers.update(replayed)
+        raise failed
     body = {
         "message": MessageSerializer(posted.message).data,
         "reply": MessageSerializer(posted.reply).data if posted.reply is not None else None,
     }
-    response = Response(body, status=status.HTTP_201_CREATED)
-    if posted.replayed:
-        response["Idempotent-Replayed"] = "true"
-    return response
+    return Response(body, status=status.HTTP_201_CREATED, headers=replayed)

@@ -93,6 +93,40 @@ def test_an_interaction_detail_answers_304_until_its_settings_change(api, intera
     assert changed.json()["title"] == "renamed"
 
 
+@pytest.mark.parametrize("page", ["detail", "messages"])
+def test_if_none_match_star_answers_304_for_an_existing_interaction(api, interaction, page):
+    """RFC 9110: `*` matches any current representation."""
+    url = f"/api/v1/interactions/{interaction.pk}/" if page == "detail" else messages_url(interaction)
+
+    response = api.get(url, HTTP_IF_NONE_MATCH="*")
+
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response["ETag"] == api.get(url)["ETag"]
+
+
+def test_if_none_match_star_on_someone_elses_interaction_answers_404(other_api, interaction):
+    response = other_api.get(messages_url(interaction), HTTP_IF_NONE_MATCH="*")
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("page", ["detail", "messages"])
+def test_the_json_etag_does_not_answer_304_to_a_browser_asking_for_html(api, interaction, page):
+    """JSON and HTML are two representations (Vary: Accept), each with its own ETag."""
+    url = f"/api/v1/interactions/{interaction.pk}/" if page == "detail" else messages_url(interaction)
+    json_etag = api.get(url)["ETag"]
+
+    html = api.get(url, HTTP_ACCEPT="text/html", HTTP_IF_NONE_MATCH=json_etag)
+    html_again = api.get(url, HTTP_ACCEPT="text/html", HTTP_IF_NONE_MATCH=html["ETag"])
+
+    assert html.status_code == 200
+    assert html["Content-Type"].startswith("text/html")
+    assert "Accept" in html["Vary"]
+    assert html["ETag"] != json_etag
+    assert html_again.status_code == 304
+
+
 def test_a_cached_page_is_served_rendered_byte_for_byte_as_the_first_answer(api, interaction):
     for n in range(5):
         MessageFactory(interaction=interaction, content=f"m{n} é")

@@ -44,6 +44,49 @@ def test_a_wrong_method_answers_json_405(api):
     assert_error_envelope(api.put("/api/v1/interactions/", {}, format="json"), 405, "method_not_allowed")
 
 
+DOCS_AND_SCHEMA = ["/api/docs/", "/api/redoc/", "/api/schema/"]
+
+
+@pytest.mark.parametrize("path", DOCS_AND_SCHEMA)
+@pytest.mark.django_db
+def test_options_on_the_docs_pages_and_the_schema_answers_200_with_allow_in_json(client, path):
+    response = client.options(path)
+
+    assert response.status_code == 200
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["name"]
+
+
+@pytest.mark.parametrize("path", DOCS_AND_SCHEMA)
+@pytest.mark.django_db
+def test_a_wrong_method_on_the_docs_pages_and_the_schema_answers_json_405(client, path):
+    response = client.post(path)
+
+    assert_error_envelope(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+
+
+@pytest.mark.parametrize("path", DOCS_AND_SCHEMA)
+@pytest.mark.django_db
+def test_an_unknown_format_on_the_docs_pages_and_the_schema_answers_json_406(client, path):
+    assert_error_envelope(client.get(path, {"format": "xml"}), 406, "not_acceptable")
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+@pytest.mark.django_db
+def test_a_docs_page_asked_for_json_only_answers_json_406(client, path):
+    assert_error_envelope(client.get(path, HTTP_ACCEPT="application/json"), 406, "not_acceptable")
+
+
+@pytest.mark.django_db
+def test_the_docs_pages_and_the_schema_still_answer_their_page_and_document(client):
+    assert client.get("/api/docs/")["Content-Type"].startswith("text/html")
+    assert client.get("/api/redoc/")["Content-Type"].startswith("text/html")
+    assert client.get("/api/schema/")["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert client.get("/api/schema/", {"format": "json"}).json()["openapi"] == "3.1.0"
+
+
 @pytest.mark.django_db
 def test_session_post_without_csrf_token_answers_json_403(user):
     client = Client(enforce_csrf_checks=True)
@@ -52,6 +95,16 @@ def test_session_post_without_csrf_token_answers_json_403(user):
     response = client.post("/api/v1/interactions/", {}, content_type="application/json")
 
     assert_error_envelope(response, 403)
+
+
+@pytest.mark.django_db
+def test_a_post_outside_the_api_without_csrf_cookie_answers_json_403_in_one_sentence():
+    response = Client(enforce_csrf_checks=True).post("/metrics")
+
+    assert_error_envelope(response, 403, "csrf_failed")
+    assert response.json()["error"]["message"] == (
+        "CSRF verification failed: CSRF cookie not set. API clients should use token authentication."
+    )
 
 
 @pytest.mark.django_db

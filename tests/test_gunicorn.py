@@ -158,3 +158,28 @@ def test_the_user_message_and_an_in_progress_reply_are_stored_before_the_model_a
     assert [(m["role"], m["status"]) for m in during] == [("user", "completed"), ("assistant", "in_progress")]
     assert during[0]["content"] == "slow one"
     assert posted == [201]
+
+
+@pytest.mark.parametrize(("proxy_count", "scheme"), [("0", "http"), ("1", "https")])
+def test_x_forwarded_proto_is_believed_only_with_trusted_proxies(subprocess_env, proxy_count, scheme):
+    """With DJANGO_TRUSTED_PROXY_COUNT=0 any client could claim HTTPS, even on loopback, where
+    gunicorn itself trusts the header unless told not to."""
+    env = {**subprocess_env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_TRUSTED_PROXY_COUNT": proxy_count}
+    with gunicorn_serving(env, "--workers", "1") as served:
+        interaction_id = new_interaction(served.port, served.token)
+        path = f"/api/v1/interactions/{interaction_id}/messages/"
+        connection, response = request(served.port, served.token, "POST", path, {"content": "hi"})
+        reply_id = json.loads(response.read())["reply"]["id"]
+        connection.close()
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=20)
+        connection.request(
+            "POST",
+            f"{path}{reply_id}/stream-ticket/",
+            headers={"Authorization": f"Token {served.token}", "X-Forwarded-Proto": "https"},
+        )
+        ticket = connection.getresponse()
+        body = json.loads(ticket.read())
+        connection.close()
+
+    assert ticket.status == 200, body
+    assert body["stream_url"].startswith(f"{scheme}://127.0.0.1:{served.port}/")

@@ -342,6 +342,16 @@ def test_a_replayed_failure_answers_the_same_error(api, interaction, fake_llm):
     assert len(fake_llm.requests) == 1
 
 
+def test_a_replayed_failure_says_it_is_replayed_as_a_replayed_success_does(api, interaction, fake_llm):
+    fake_llm.then(status=500)
+    first = post(api, interaction, "once", HTTP_IDEMPOTENCY_KEY="key-f")
+    second = post(api, interaction, "once", HTTP_IDEMPOTENCY_KEY="key-f")
+
+    assert first.status_code == second.status_code == 502
+    assert "Idempotent-Replayed" not in first
+    assert second["Idempotent-Replayed"] == "true"
+
+
 def test_the_same_idempotency_key_with_another_body_answers_422(api, interaction, fake_llm):
     post(api, interaction, "once", HTTP_IDEMPOTENCY_KEY="key-2")
 

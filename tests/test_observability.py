@@ -111,6 +111,25 @@ def test_readyz_answers_503_when_the_openai_provider_has_neither_key_nor_url(cli
     assert response.json()["checks"]["provider"] == "not_configured"
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_a_head_probe_answers_like_get_without_a_body(client, path):
+    """Load balancers probe with HEAD."""
+    got = client.get(path)
+
+    probed = client.head(path)
+
+    assert probed.status_code == got.status_code == 200
+    assert probed.content == b""
+    assert probed["Content-Type"] == got["Content-Type"]
+    assert probed["Cache-Control"] == "no-store"
+
+
+def test_a_head_probe_of_readyz_answers_503_when_not_ready(client, settings):
+    settings.LLM_PROVIDER = "openai"
+
+    assert client.head("/readyz").status_code == 503
+
+
 UNREACHABLE_DATABASE_SCRIPT = """
 import json
 import django

@@ -196,6 +196,15 @@ def test_the_stream_of_a_user_message_is_a_conflict(api, finished_reply):
     assert response.json()["error"]["code"] == "not_a_reply"
 
 
+def test_a_stream_ticket_for_a_user_message_is_a_conflict_and_issues_no_ticket(api, finished_reply):
+    response = api.post(url("message-stream-ticket", finished_reply.reply_to))
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_a_reply"
+    assert response.json()["error"]["param"] == "message_id"
+    assert "ticket" not in response.json()
+
+
 def test_cancelling_a_finished_reply_is_a_409_naming_its_status(api, finished_reply):
     response = api.post(url("message-cancel", finished_reply))
 

@@ -73,6 +73,14 @@ def test_schema_documents_token_auth_and_error_bodies(schema):
     assert "application/json" in create["responses"]["201"]["content"]
 
 
+def test_schema_documents_the_replay_header_on_replayed_successes_and_failures(schema):
+    create = schema["paths"]["/api/v1/interactions/{interaction_id}/messages/"]["post"]
+
+    for status in ("200", "201", "502", "503", "504"):
+        assert create["responses"][status]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"]
+    assert "Idempotent-Replayed" not in {p["name"] for p in create["parameters"]}, "a response header only"
+
+
 def test_list_operations_document_the_openai_list_shape(schema):
     listing = schema["paths"]["/api/v1/interactions/"]["get"]
     names = {p["name"] for p in listing["parameters"]}
@@ -86,6 +94,41 @@ def test_list_operations_document_the_openai_list_shape(schema):
         "last_id",
         "has_more",
     }
+
+
+def keys_anywhere(node) -> set[str]:  # type: ignore[no-untyped-def]
+    """Every key of every object in a schema document, at any depth."""
+    if isinstance(node, dict):
+        return set(node).union(*(keys_anywhere(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(keys_anywhere(value) for value in node))
+    return set()
+
+
+def answer_validator(schema, path: str):  # type: ignore[no-untyped-def]
+    """A JSON Schema 2020-12 validator of the 200 JSON answer of GET `path`, its refs resolved in the document."""
+    answer = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**answer, "components": schema["components"]})
+
+
+def test_the_schema_uses_no_openapi_3_0_nullable_keyword(schema):
+    """OpenAPI 3.1 is JSON Schema 2020-12, which has no `nullable`: a null is `"type": [..., "null"]`."""
+    assert schema["openapi"] == "3.1.0"
+    assert "nullable" not in keys_anywhere(schema)
+
+
+def test_an_empty_interaction_list_validates_against_the_schema(schema, api):
+    body = api.get("/api/v1/interactions/").json()
+
+    assert (body["data"], body["first_id"], body["last_id"]) == ([], None, None)
+    answer_validator(schema, "/api/v1/interactions/").validate(body)
+
+
+def test_an_empty_message_list_validates_against_the_schema(schema, api, interaction):
+    body = api.get(f"/api/v1/interactions/{interaction.pk}/messages/").json()
+
+    assert (body["data"], body["first_id"], body["last_id"]) == ([], None, None)
+    answer_validator(schema, "/api/v1/interactions/{interaction_id}/messages/").validate(body)
 
 
 def test_schema_endpoint_and_doc_pages_answer(client):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.core.checks import run_checks
 
 from tests.conftest import ROOT
@@ -74,6 +75,37 @@ def test_deploy_checks_pass_with_production_settings(tmp_path: Path):
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("proxy_count", "header"), [("0", "None"), ("2", "('HTTP_X_FORWARDED_PROTO', 'https')")], ids=["none", "two"]
+)
+def test_x_forwarded_proto_is_believed_only_behind_trusted_proxies(tmp_path: Path, proxy_count: str, header: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],
+            "DJANGO_TRUSTED_PROXY_COUNT": proxy_count,
+        }
+    )
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == header
 
 
 def test_a_reply_lease_shorter_than_a_provider_call_is_warned_about(settings):
