@@ -353,6 +353,8 @@ LLM_REPLY_PROGRESS_GROWTH = env.float("LLM_REPLY_PROGRESS_GROWTH", default=0.25)
 # How often the process generating replies looks for cancel requests, and how long the
 # cancel endpoint waits for the reply's outcome before answering 202.
 LLM_REPLY_CANCEL_POLL_SECONDS = env.float("LLM_REPLY_CANCEL_POLL_SECONDS", default=0.25)
+# After a failed write whose clean-up failed too, how often the clean-up is retried (messages_app.claim_finaliser).
+LLM_REPLY_FINALISE_RETRY_SECONDS = env.float("LLM_REPLY_FINALISE_RETRY_SECONDS", default=1.0)
 LLM_REPLY_CANCEL_WAIT_SECONDS = env.float("LLM_REPLY_CANCEL_WAIT_SECONDS", default=3.0)
 # Redis carrying live text to followers (Redis Streams); defaults to REDIS_URL; empty: followers
 # read the stored progress.

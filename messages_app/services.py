@@ -36,6 +36,7 @@ from interactions.services import (
     interaction_reply_slot_take_over,
     reply_claim_lapsed,
 )
+from messages_app.claim_finaliser import claim_finaliser
 from messages_app.models import Message, MessageRole, MessageStatus, ReplyErrorCode
 from usage.services import UsageNotRecorded, usage_message_record, usage_message_unrecord, usage_record
 
@@ -388,15 +389,19 @@ def reply_claim_finalise(*, interaction: Interaction, claim: ReplyClaim, replies
 def reply_claim_abort(*, interaction: Interaction, claim: ReplyClaim | None) -> None:
     """After a failed write under `claim`: finalise what it left, if the database lets us.
 
-    If it does not (it is down), the claim keeps the slot and lapses after the lease;
-    then the next request, the finalising command or gunicorn's child_exit finalises it.
+    If it does not (a lock held for seconds, a failover), the claim is handed to this
+    process's claim finaliser, which retries until the database takes it, so the slot is
+    free seconds after the database is back, not when the lease lapses. (If this process
+    dies first, the claim lapses; then the next request, the finalising command or
+    gunicorn's child_exit finalises it.)
     """
     if claim is None:
         return
     try:
         reply_claim_finalise(interaction=interaction, claim=claim, replies_token=claim.token)
     except DatabaseError:
-        logger.warning("finalising claim %s after a failed write failed too", claim.token, exc_info=True)
+        logger.warning("finalising claim %s after a failed write failed too; retrying", claim.token, exc_info=True)
+        claim_finaliser.add(interaction=interaction, claim=claim)
 
 
 def interaction_abandoned_replies_finalise(

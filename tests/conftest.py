@@ -16,6 +16,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from bench.common import free_port, wait_for_port
+from messages_app.claim_finaliser import claim_finaliser
 from tests.factories import InteractionFactory, UserFactory
 from tests.fake_openai import FakeOpenAIServer
 
@@ -122,13 +123,17 @@ def hermetic_settings(settings):  # type: ignore[no-untyped-def]
     settings.OPENAI_BASE_URL = ""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
     settings.REPLY_RELAY_REDIS_URL = ""
+    # The claim finaliser's thread would write from its own connection in the middle of other
+    # tests; tests/test_claim_finaliser.py turns it on for itself.
+    settings.LLM_REPLY_FINALISE_RETRY_SECONDS = 3600
     # Static files as found in the apps, whether or not collectstatic ran in this checkout.
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     cache.clear()
-    return settings
+    yield settings
+    claim_finaliser.clear()
 
 
 @pytest.fixture
