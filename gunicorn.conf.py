@@ -89,8 +89,40 @@ def when_ready(server):  # type: ignore[no-untyped-def]
     finalise_abandoned_replies("--dead-local")
 
 
-def finalise_abandoned_replies(*arguments: str) -> None:
-    """Run `manage.py finalise_abandoned_replies` in a child process, without waiting.
+# How long the stopping master waits for the finaliser (a Django start and a few queries):
+# the platform's stop grace period must cover graceful_timeout plus this (compose: 45 s).
+FINALISE_AT_EXIT_SECONDS = int(os.environ.get("GUNICORN_FINALISE_AT_EXIT_SECONDS", "10"))
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    """The server stops: finalise the replies its workers leave behind, before it exits.
+
+    Workers still running after graceful_timeout are SIGKILLed and not reaped, so child_exit
+    does not run for them; and the finalisers child_exit started may die with the container.
+    The replacement may run on another host (a new container), where `--dead-local` at start
+    never sees this host's claims: without this, their conversations would answer 409 until
+    the lease lapsed. So the killed workers are reaped, and the finaliser runs to its end.
+    """
+    _reap(list(server.WORKERS), seconds=5)
+    finalise_abandoned_replies("--dead-local", wait_seconds=FINALISE_AT_EXIT_SECONDS)
+
+
+def _reap(pids: list[int], *, seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.05)
+
+
+def finalise_abandoned_replies(*arguments: str, wait_seconds: float | None = None) -> None:
+    """Run `manage.py finalise_abandoned_replies` in a child process; wait for it only if told to.
 
     A child, not Django inside the master: the master stays free of Django, its database
     connections and its threads (workers are forked from it), and is never blocked by a
@@ -98,9 +130,14 @@ def finalise_abandoned_replies(*arguments: str) -> None:
     """
     manage = os.path.join(os.path.dirname(os.path.abspath(__file__)), "manage.py")
     env = {"DJANGO_SETTINGS_MODULE": "chatproject.settings", **os.environ}
-    subprocess.Popen(  # noqa: S603 (fixed arguments)
+    child = subprocess.Popen(  # noqa: S603 (fixed arguments)
         [sys.executable, manage, "finalise_abandoned_replies", *arguments], env=env, stdin=subprocess.DEVNULL
     )
+    if wait_seconds is not None:
+        try:
+            child.wait(timeout=wait_seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 # Request limits, set on purpose (gunicorn answers these itself, in its own HTML, before

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -193,3 +194,36 @@ def test_replies_of_a_server_killed_whole_are_finalised_when_it_starts_again(ser
 
     assert [(m["role"], m["status"]) for m in after] == [("user", "completed"), ("assistant", "failed")]
     assert after[1]["error"]["code"] == "reply_abandoned"
+
+
+def stored_state(env: dict[str, str], interaction_id: str) -> dict:
+    """What the database holds, read by a Django of the server's own settings (no server running)."""
+    script = (
+        "import json; from interactions.models import Interaction; from messages_app.models import Message; "
+        f"i = Interaction.objects.get(pk='{interaction_id}'); "
+        "print(json.dumps({'slot_held': i.reply_claimed_at is not None, 'message_count': i.message_count, "
+        "'replies': [[m.status, m.error_code] for m in Message.objects.filter(interaction=i, role='assistant')]}))"
+    )
+    manage = [sys.executable, "manage.py", "shell", "-c", script]
+    completed = subprocess.run(
+        manage, env=env, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, check=True
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
+def test_a_reply_cut_when_the_server_stops_is_finalised_before_the_server_exits(server_env, fake_openai_server, stream):
+    # The replacement may run on another host, whose start-up never sees this host's claims:
+    # the stopping server finalises them itself (gunicorn.conf.py on_exit), none left for the lease.
+    server = Gunicorn({**server_env, "GUNICORN_GRACEFUL_TIMEOUT": "1"}).start()
+    _, interaction = call(server, "POST", "/api/v1/interactions/", {"title": "deploy"})
+    fake_openai_server.then(delay_seconds=30)
+    start_reply(server, fake_openai_server, interaction["id"], stream=stream)
+
+    server.stop(signal.SIGTERM)
+
+    assert stored_state(server_env, interaction["id"]) == {
+        "slot_held": False,
+        "message_count": 2,
+        "replies": [["failed", "reply_abandoned"]],
+    }
