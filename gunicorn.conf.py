@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# gunicorn's control socket (for gunicornc) is not used: off. Its default path is one per user
+# ($HOME/.gunicorn/gunicorn.ctl), so every server a user runs on a host would take it from the others.
+control_socket_disable = True
 # Whether a request came over HTTPS is Django's to decide (SECURE_PROXY_SSL_HEADER, set only
 # with DJANGO_TRUSTED_PROXY_COUNT > 0). gunicorn would otherwise believe X-Forwarded-Proto from
 # any client on loopback (forwarded_allow_ips), trusted proxies or not.
