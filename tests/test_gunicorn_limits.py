@@ -168,12 +168,36 @@ def test_a_5kb_query_value_answers_400_in_the_envelope(server):
     }
 
 
-def test_only_a_request_line_over_gunicorns_8190_byte_limit_gets_gunicorns_own_414(server):
+def test_only_a_request_line_over_gunicorns_8190_byte_limit_gets_gunicorns_414_in_the_envelope(server):
     port, token = server
 
     answers, closed = exchange(port, raw_request("GET", "/api/v1/interactions/" + "a" * 8200 + "/", token))
 
     assert answers[0].status == 414
+    assert answers[0].headers["content-type"] == "application/json"
+    assert answers[0].json()["error"]["code"] == "request_line_too_long"
+    assert closed
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"Accept": "application/json\x00"}, 400, "invalid_request"),
+        ({"Idempotency-Key": "a\x00b"}, 400, "invalid_request"),
+        ({f"X-Extra-{n}": "1" for n in range(101)}, 431, "request_headers_too_large"),
+        ({"X-Big": "b" * 9000}, 431, "request_headers_too_large"),
+    ],
+    ids=["nul-in-accept", "nul-in-idempotency-key", "101-header-fields", "9000-byte-header"],
+)
+def test_headers_gunicorn_refuses_itself_are_answered_in_the_envelope(server, headers, status, code):
+    port, token = server
+
+    answers, closed = exchange(port, raw_request("GET", "/api/v1/interactions/", token, **headers))
+
+    assert answers[0].status == status
+    assert answers[0].headers["content-type"] == "application/json"
+    error = answers[0].json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", code)
     assert closed
 
 
