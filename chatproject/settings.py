@@ -399,7 +399,9 @@ ADMIN_TRANSCRIPT_MESSAGES = env.int("ADMIN_TRANSCRIPT_MESSAGES", default=50)
 # --- Health ---------------------------------------------------------------------------
 # /readyz answers 503 while the cache is down unless the cache is declared optional (the
 # service does run without it: every cache error is skipped, counted and logged).
-READINESS_CACHE_OPTIONAL = env.bool("READINESS_CACHE_OPTIONAL", default=False)
+# Every instance shares one Redis, and the service runs without it (fail-open): a cache outage
+# that took every instance out of rotation would become a full outage.
+READINESS_CACHE_OPTIONAL = env.bool("READINESS_CACHE_OPTIONAL", default=True)
 
 # --- Logs -----------------------------------------------------------------------------
 # LOG_FORMAT=json: one JSON object per line; console: key=value lines. Every line of a

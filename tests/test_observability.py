@@ -76,7 +76,10 @@ def test_readyz_answers_ready_with_each_check_named(client):
     assert response["Cache-Control"] == "no-store"
 
 
-def test_readyz_answers_503_while_the_redis_cache_is_down_and_200_once_it_is_back(client, redis_process):
+def test_readyz_answers_503_while_a_required_redis_cache_is_down_and_200_once_it_is_back(
+    client, redis_process, settings
+):
+    settings.READINESS_CACHE_OPTIONAL = False
     assert client.get("/readyz").status_code == 200
 
     redis_process.stop()
@@ -92,8 +95,7 @@ def test_readyz_answers_503_while_the_redis_cache_is_down_and_200_once_it_is_bac
     assert back.status_code == 200
 
 
-def test_readyz_stays_ready_without_the_cache_when_it_is_declared_optional(client, redis_process, settings):
-    settings.READINESS_CACHE_OPTIONAL = True
+def test_readyz_stays_ready_while_the_cache_is_down_by_default(client, redis_process):
     redis_process.stop()
 
     response = client.get("/readyz")
