@@ -15,9 +15,13 @@ class MessageInputSerializer(StrictInputSerializer):
         help_text="Only `user` messages get an assistant reply; others are stored as given.",
     )
     content = StrictCharField(max_length=settings.MESSAGE_CONTENT_MAX_CHARS, trim_whitespace=False, allow_blank=False)
+    # No default: a `false` that was sent outranks `Accept: text/event-stream`, an absent one does not.
     stream = StrictBooleanField(
-        default=False,
-        help_text="Answer `text/event-stream` with the reply as it is generated (same as `?stream=true`).",
+        required=False,
+        help_text=(
+            "`true`: answer `text/event-stream` with the reply as it is generated (same as `?stream=true`); "
+            "`false`: answer JSON, whatever `Accept` prefers. Must agree with `?stream=` when both are sent."
+        ),
     )
 
     def validate_content(self, value: str) -> str:
