@@ -25,7 +25,7 @@ from core.errors import ApplicationError, Conflict
 from core.pagination import ListPagination, list_params_key
 from core.renderers import EventStreamRenderer, asks_for_event_stream, json_unless_streamed
 from core.schema import NOT_MODIFIED, error_responses
-from core.serializers import parse_id
+from core.serializers import StrictBooleanField, StrictInputSerializer, parse_id
 from core.throttling import FailOpenUserRateThrottle, MessagePostRateThrottle
 from interactions.cache import cached_response, version_etag
 from interactions.models import Interaction
@@ -38,7 +38,12 @@ from llm.streaming import ReplyEventStream, replayed_events, reply_terminal_even
 from messages_app.errors import ReplyFailed
 from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.selectors import message_get, message_list
-from messages_app.serializers import MessageCreatedSerializer, MessageInputSerializer, MessageSerializer
+from messages_app.serializers import (
+    STREAM_FIELD_HELP_TEXT,
+    MessageCreatedSerializer,
+    MessageInputSerializer,
+    MessageSerializer,
+)
 from messages_app.services import interaction_get_finalised
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
@@ -135,6 +140,12 @@ LAST_EVENT_ID_PARAMETERS = [
 ]
 
 
+class ReplyRetryInputSerializer(StrictInputSerializer):
+    """The body of a retry: optional as a whole (no body is `{}`), with no field but `stream`."""
+
+    stream = StrictBooleanField(required=False, help_text=STREAM_FIELD_HELP_TEXT)
+
+
 class StreamTicketSerializer(serializers.Serializer):
     ticket = serializers.CharField(help_text="Pass as `?ticket=` to the reply's stream; valid for this reply only.")
     expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid.")
@@ -203,12 +214,14 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
     retry=extend_schema(
         summary="Generate a failed or incomplete reply again",
         description=(
-            "Regenerates the reply in place (same id) without repeating the user message. Streams as posting "
-            "a message does (`stream=true`, or `Accept: text/event-stream` alone), without `message.created`; "
-            "an explicit `stream=false` answers JSON, and 406 `not_acceptable` to a client that accepts only "
-            "`text/event-stream`."
+            "Regenerates the reply in place (same id) without repeating the user message. The body is "
+            'optional: none, `{}` or `{"stream": true|false}`; malformed JSON answers 400 `parse_error`, any '
+            "other field 400 `unknown_field`. Streams as posting a message does (`stream=true` in the body or "
+            "the query, or `Accept: text/event-stream` alone), without `message.created`; an explicit "
+            "`stream=false` answers JSON, and 406 `not_acceptable` to a client that accepts only "
+            "`text/event-stream`; body and query that disagree answer 400 `conflicting_stream`."
         ),
-        request=None,
+        request=ReplyRetryInputSerializer,
         parameters=[STREAM_PARAMETER],
         responses={
             (200, "application/json"): MessageSerializer,
@@ -351,8 +364,10 @@ class MessageViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, interaction_id: str, pk: str) -> Response | StreamingHttpResponse:
         interaction = self._interaction(request, interaction_id)
+        serializer = ReplyRetryInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         message = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
-        if _stream_requested(request, body_stream=None):
+        if _stream_requested(request, body_stream=serializer.validated_data.get("stream")):
             reply, claim = reply_retry_start(message=message)
             return _event_stream_response(ReplyEventStream(reply=reply, claim=claim, user_message=None))
         reply = reply_retry(message=message)

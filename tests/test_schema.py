@@ -171,3 +171,16 @@ def test_the_operations_that_stream_document_stream_as_a_boolean_and_406(schema)
         assert "conflicting_stream" in stream["description"]
         assert "not_acceptable" in operation["description"]
         assert operation["responses"]["406"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+
+
+def test_retry_documents_its_optional_body_that_takes_stream_only(schema):
+    retry = schema["paths"]["/api/v1/interactions/{interaction_id}/messages/{id}/retry/"]["post"]
+
+    body = retry["requestBody"]
+    assert not body.get("required", False)
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    component = schema["components"]["schemas"][ref]
+    assert set(component["properties"]) == {"stream"}
+    assert component["properties"]["stream"]["type"] == "boolean"
+    assert component["additionalProperties"] is False
+    assert "required" not in component
