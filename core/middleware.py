@@ -19,8 +19,9 @@ API_PREFIX = "/api/"
 # Every query parameter of the API is an id, a number or a word; anything longer is refused
 # here, before it reaches a cache key or a query.
 QUERY_VALUE_MAX_CHARS = 200
-# `stream` (messages, retry) is a boolean wherever it is accepted; "1"/"0" are kept for old clients.
-BOOLEAN_QUERY_VALUES = {"true", "false", "1", "0"}
+# `stream` (messages, retry) is a boolean wherever it is accepted, spelt as JSON spells it and as the
+# body field takes it: `TRUE`, `1` or `0` are refused rather than guessed at (none was ever documented).
+BOOLEAN_QUERY_VALUES = {"true", "false"}
 # Idempotency-Key is an opaque string of visible ASCII (the IETF draft's sf-string): nothing
 # that a proxy may re-encode on the way, and always storable.
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -285,8 +286,7 @@ class ApiInputMiddleware:
         if request.GET.get("format") == "":
             # DRF takes an empty format for none and answers in the default one.
             return _bad_request("Query parameter format may not be empty.", code="invalid_format", param="format")
-        stream = request.GET.get("stream")
-        if stream is not None and stream.lower() not in BOOLEAN_QUERY_VALUES:
+        if any(value not in BOOLEAN_QUERY_VALUES for value in request.GET.getlist("stream")):
             return _bad_request("Query parameter stream: `true` or `false`.", code="invalid_boolean", param="stream")
         key = request.headers.get("Idempotency-Key")
         if key is not None and not _VISIBLE_ASCII.fullmatch(key):

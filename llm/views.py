@@ -14,6 +14,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,7 +25,7 @@ from core.errors import ApplicationError, Conflict
 from core.pagination import ListPagination, list_params_key
 from core.renderers import EventStreamRenderer, asks_for_event_stream, json_unless_streamed
 from core.schema import NOT_MODIFIED, error_responses
-from core.serializers import parse_id
+from core.serializers import StrictBooleanField, StrictInputSerializer, parse_id
 from core.throttling import FailOpenUserRateThrottle, MessagePostRateThrottle
 from interactions.cache import cached_response, version_etag
 from interactions.models import Interaction
@@ -37,7 +38,12 @@ from llm.streaming import ReplyEventStream, replayed_events, reply_terminal_even
 from messages_app.errors import ReplyFailed
 from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.selectors import message_get, message_list
-from messages_app.serializers import MessageCreatedSerializer, MessageInputSerializer, MessageSerializer
+from messages_app.serializers import (
+    STREAM_FIELD_HELP_TEXT,
+    MessageCreatedSerializer,
+    MessageInputSerializer,
+    MessageSerializer,
+)
 from messages_app.services import interaction_get_finalised
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
@@ -46,7 +52,10 @@ IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 
 STREAM_DESCRIPTION = (
     "With `stream=true` (body field or query parameter), or `Accept: text/event-stream` alone (what "
-    "EventSource-style clients send), the answer is `text/event-stream`; an error found before the "
+    "EventSource-style clients send), the answer is `text/event-stream`. An explicit `stream=false` answers "
+    "JSON whatever `Accept` prefers, and 406 `not_acceptable` to a client that accepts only "
+    "`text/event-stream`; a query parameter and a body field that disagree answer 400 `conflicting_stream`. "
+    "An error found before the "
     "first event answers JSON with its status, and an idempotent replay answers its stored result "
     "as events: "
     "`message.created` (the stored user message), `reply.created` (the stored in-progress reply), "
@@ -57,7 +66,14 @@ STREAM_DESCRIPTION = (
     "still generated and stored."
 )
 STREAM_PARAMETER = OpenApiParameter(
-    "stream", OpenApiTypes.BOOL, description="Stream the reply as server-sent events.", required=False
+    "stream",
+    OpenApiTypes.BOOL,
+    description=(
+        "`true`: stream the reply as server-sent events; `false`: answer JSON, whatever `Accept` prefers. "
+        "Exactly `true` or `false` (anything else answers 400 `invalid_boolean`); must agree with the body's "
+        "`stream` when both are sent (else 400 `conflicting_stream`)."
+    ),
+    required=False,
 )
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
@@ -124,6 +140,12 @@ LAST_EVENT_ID_PARAMETERS = [
 ]
 
 
+class ReplyRetryInputSerializer(StrictInputSerializer):
+    """The body of a retry: optional as a whole (no body is `{}`), with no field but `stream`."""
+
+    stream = StrictBooleanField(required=False, help_text=STREAM_FIELD_HELP_TEXT)
+
+
 class StreamTicketSerializer(serializers.Serializer):
     ticket = serializers.CharField(help_text="Pass as `?ticket=` to the reply's stream; valid for this reply only.")
     expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid.")
@@ -157,7 +179,7 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
         responses={
             (201, "application/json"): MessageCreatedSerializer,
             (200, "text/event-stream"): EVENT_STREAM,
-            **error_responses(400, 404, 409, 413, 422, 502, 503, 504),
+            **error_responses(400, 404, 406, 409, 413, 422, 502, 503, 504),
         },
     ),
     stream=extend_schema(
@@ -191,13 +213,20 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
     ),
     retry=extend_schema(
         summary="Generate a failed or incomplete reply again",
-        description="Regenerates the reply in place (same id) without repeating the user message.",
-        request=None,
+        description=(
+            "Regenerates the reply in place (same id) without repeating the user message. The body is "
+            'optional: none, `{}` or `{"stream": true|false}`; malformed JSON answers 400 `parse_error`, any '
+            "other field 400 `unknown_field`. Streams as posting a message does (`stream=true` in the body or "
+            "the query, or `Accept: text/event-stream` alone), without `message.created`; an explicit "
+            "`stream=false` answers JSON, and 406 `not_acceptable` to a client that accepts only "
+            "`text/event-stream`; body and query that disagree answer 400 `conflicting_stream`."
+        ),
+        request=ReplyRetryInputSerializer,
         parameters=[STREAM_PARAMETER],
         responses={
             (200, "application/json"): MessageSerializer,
             (200, "text/event-stream"): EVENT_STREAM,
-            **error_responses(400, 404, 409, 502, 503, 504),
+            **error_responses(400, 404, 406, 409, 502, 503, 504),
         },
     ),
 )
@@ -267,17 +296,18 @@ class MessageViewSet(viewsets.ViewSet):
         serializer = MessageInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        streamed = _stream_requested(request, body_stream=data.get("stream"))
         posted = message_post(
             interaction=interaction,
             role=data["role"],
             content=data["content"],
             idempotency_key=_idempotency_key(request),
-            stream=data["stream"] or _stream_requested(request),
+            stream=streamed,
         )
         if posted.claim is not None and posted.reply is not None:
             stream = ReplyEventStream(reply=posted.reply, claim=posted.claim, user_message=posted.message)
             return _event_stream_response(stream)
-        if posted.replayed and posted.reply is not None and (data["stream"] or _stream_requested(request)):
+        if posted.replayed and posted.reply is not None and streamed:
             replayed = _event_stream_response(replayed_events(message=posted.message, reply=posted.reply))
             replayed[IDEMPOTENT_REPLAYED] = "true"
             return replayed
@@ -334,8 +364,10 @@ class MessageViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, interaction_id: str, pk: str) -> Response | StreamingHttpResponse:
         interaction = self._interaction(request, interaction_id)
+        serializer = ReplyRetryInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         message = message_get(interaction=interaction, message_id=parse_id(pk, param="message_id"))
-        if _stream_requested(request):
+        if _stream_requested(request, body_stream=serializer.validated_data.get("stream")):
             reply, claim = reply_retry_start(message=message)
             return _event_stream_response(ReplyEventStream(reply=reply, claim=claim, user_message=None))
         reply = reply_retry(message=message)
@@ -352,8 +384,30 @@ def _reply_with_a_stream(*, interaction: Interaction, message_id: str) -> Messag
     return reply
 
 
-def _stream_requested(request: Request) -> bool:
-    return asks_for_event_stream(request) or request.query_params.get("stream", "").lower() in ("true", "1")
+def _stream_requested(request: Request, *, body_stream: bool | None) -> bool:
+    """Whether to answer with an event stream: as `stream` says (query parameter or the validated body
+    field, `None` when absent) when it is sent, else when the client accepts only `text/event-stream`.
+
+    An explicit `false` outranks `Accept`: a client that accepts JSON as well gets JSON; one that
+    accepts only the stream asked for two answers that exclude each other and gets 406. A query and a
+    body (or repeated query values) that disagree answer 400 rather than one silently winning.
+    (core.middleware has refused any query value other than `true` and `false`.)
+    """
+    sent = {value == "true" for value in request.query_params.getlist("stream")}
+    if body_stream is not None:
+        sent.add(body_stream)
+    if len(sent) > 1:
+        raise ApplicationError(
+            "stream was sent both true and false (query parameter, body field); send one value.",
+            code="conflicting_stream",
+            param="stream",
+        )
+    if not sent:
+        return asks_for_event_stream(request)
+    (stream,) = sent
+    if not stream and asks_for_event_stream(request):
+        raise NotAcceptable("stream=false answers JSON, but this request accepts only text/event-stream.")
+    return stream
 
 
 def _idempotency_key(request: Request) -> str | None:

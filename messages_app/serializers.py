@@ -7,6 +7,12 @@ from rest_framework import serializers
 from core.serializers import StrictBooleanField, StrictCharField, StrictInputSerializer
 from messages_app.models import Message, MessageRole
 
+# The `stream` body field of every operation that can stream (posting a message, retrying a reply).
+STREAM_FIELD_HELP_TEXT = (
+    "`true`: answer `text/event-stream` with the reply as it is generated (same as `?stream=true`); "
+    "`false`: answer JSON, whatever `Accept` prefers. Must agree with `?stream=` when both are sent."
+)
+
 
 class MessageInputSerializer(StrictInputSerializer):
     role = serializers.ChoiceField(
@@ -15,10 +21,8 @@ class MessageInputSerializer(StrictInputSerializer):
         help_text="Only `user` messages get an assistant reply; others are stored as given.",
     )
     content = StrictCharField(max_length=settings.MESSAGE_CONTENT_MAX_CHARS, trim_whitespace=False, allow_blank=False)
-    stream = StrictBooleanField(
-        default=False,
-        help_text="Answer `text/event-stream` with the reply as it is generated (same as `?stream=true`).",
-    )
+    # No default: a `false` that was sent outranks `Accept: text/event-stream`, an absent one does not.
+    stream = StrictBooleanField(required=False, help_text=STREAM_FIELD_HELP_TEXT)
 
     def validate_content(self, value: str) -> str:
         if not value.strip():

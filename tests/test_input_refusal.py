@@ -243,9 +243,17 @@ def test_an_idempotency_key_that_is_not_visible_ascii_is_refused_and_nothing_is_
     assert not Message.objects.exists()
 
 
-@pytest.mark.parametrize("value", ["null", "-2.5", "yes", ""])
+# `stream` is spelt as the body field takes it (JSON `true`/`false`): no case variants, no `1`/`0`.
+@pytest.mark.parametrize("value", ["null", "-2.5", "yes", "", "1", "0", "TRUE", "True", "False"])
 def test_a_stream_query_value_that_is_not_a_boolean_is_refused_and_nothing_is_stored(api, interaction, value):
     response = post_json(api, f"{INTERACTIONS}{interaction.pk}/messages/?stream={value}", {"content": "hi"})
+
+    assert_refused(response, code="invalid_boolean", param="stream")
+    assert not Message.objects.exists()
+
+
+def test_a_stream_query_value_repeated_is_refused_if_any_of_its_values_is_not_a_boolean(api, interaction):
+    response = post_json(api, f"{INTERACTIONS}{interaction.pk}/messages/?stream=1&stream=true", {"content": "hi"})
 
     assert_refused(response, code="invalid_boolean", param="stream")
     assert not Message.objects.exists()

@@ -576,6 +576,73 @@ def test_a_failed_reply_can_be_retried_as_a_stream(api, interaction, fake_llm):
     assert events[-1][1]["id"] == reply_id
 
 
+def retry(api, interaction, reply_id, body, query="", content_type="application/json"):
+    path = f"/api/v1/interactions/{interaction.pk}/messages/{reply_id}/retry/{query}"
+    return api.generic("POST", path, body, content_type=content_type)
+
+
+def failed_reply_id(api, interaction, fake_llm):
+    fake_llm.then(status=500)
+    return post(api, interaction).json()["error"]["details"]["reply_id"]
+
+
+def test_a_failed_reply_can_be_retried_as_a_stream_asked_for_in_the_body(api, interaction, fake_llm):
+    reply_id = failed_reply_id(api, interaction, fake_llm)
+    fake_llm.default.text = "Streamed again"
+
+    response = retry(api, interaction, reply_id, '{"stream": true}')
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    events = parse_sse(response.streaming_content)
+    assert events[0][0] == "reply.created"
+    assert events[-1][0] == "reply.completed"
+    assert events[-1][1]["id"] == reply_id
+    assert events[-1][1]["content"] == "Streamed again"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [("", "application/json"), ("{}", "application/json"), ('{"stream": false}', "application/json"), ("", "")],
+)
+def test_a_retry_with_no_body_an_empty_object_or_stream_false_answers_the_reply_as_json(
+    api, interaction, fake_llm, body, content_type
+):
+    reply_id = failed_reply_id(api, interaction, fake_llm)
+
+    response = retry(api, interaction, reply_id, body, content_type=content_type)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["id"] == reply_id
+    assert response.json()["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "code", "param"),
+    [
+        ("{bad", "", "parse_error", None),
+        ('{"stream": true, "content": "again"}', "", "unknown_field", "content"),
+        ('{"stream": "true"}', "", "invalid", "stream"),
+        ("[]", "", "invalid", None),
+        ('{"stream": true}', "?stream=false", "conflicting_stream", "stream"),
+    ],
+)
+def test_a_retry_with_a_body_it_cannot_take_is_refused_and_the_reply_is_left_as_it_was(
+    api, interaction, fake_llm, body, query, code, param
+):
+    reply_id = failed_reply_id(api, interaction, fake_llm)
+    calls = len(fake_llm.requests)
+
+    response = retry(api, interaction, reply_id, body, query=query)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param)
+    assert Message.objects.get(pk=reply_id).status == MessageStatus.FAILED
+    assert len(fake_llm.requests) == calls
+
+
 def test_the_offline_provider_streams_too(api, interaction):
     events = parse_sse(stream(api, interaction, "hi offline").streaming_content)
 

@@ -161,3 +161,26 @@ def test_the_schema_states_exactly_the_metadata_the_api_accepts(schema, api, met
     response = api.post("/api/v1/interactions/", {"metadata": metadata}, format="json")
 
     assert response.status_code == (201 if documented else 400), response.json()
+
+
+def test_the_operations_that_stream_document_stream_as_a_boolean_and_406(schema):
+    messages = "/api/v1/interactions/{interaction_id}/messages/"
+    for operation in (schema["paths"][messages]["post"], schema["paths"][messages + "{id}/retry/"]["post"]):
+        stream = next(p for p in operation["parameters"] if p["name"] == "stream")
+        assert stream["schema"] == {"type": "boolean"}
+        assert "conflicting_stream" in stream["description"]
+        assert "not_acceptable" in operation["description"]
+        assert operation["responses"]["406"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+
+
+def test_retry_documents_its_optional_body_that_takes_stream_only(schema):
+    retry = schema["paths"]["/api/v1/interactions/{interaction_id}/messages/{id}/retry/"]["post"]
+
+    body = retry["requestBody"]
+    assert not body.get("required", False)
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    component = schema["components"]["schemas"][ref]
+    assert set(component["properties"]) == {"stream"}
+    assert component["properties"]["stream"]["type"] == "boolean"
+    assert component["additionalProperties"] is False
+    assert "required" not in component

@@ -1,8 +1,9 @@
 """Streaming by content negotiation: `Accept: text/event-stream` alone asks for a stream.
 
-It is what EventSource-style SSE clients send. `stream=true` keeps working; an error found
-before the first byte answers JSON with its status; an idempotent replay asked for as an
-event stream answers as one.
+It is what EventSource-style SSE clients send. `stream=true` keeps working; an explicit
+`stream=false` (query or body) outranks `Accept`, and a client that accepts only the stream then
+gets 406; a query and a body that disagree answer 400. An error found before the first byte
+answers JSON with its status; an idempotent replay asked for as an event stream answers as one.
 """
 
 import json
@@ -54,6 +55,60 @@ def test_stream_true_keeps_working_with_any_accept_header(api, interaction, fake
 
     assert response.status_code == 200
     assert response["Content-Type"] == EVENT_STREAM
+
+
+@pytest.mark.parametrize(("query", "body"), [("?stream=false", {}), ("", {"stream": False})])
+def test_stream_false_to_a_client_that_accepts_only_event_streams_is_not_acceptable_and_stores_nothing(
+    api, interaction, fake_llm, query, body
+):
+    response = post(api, messages_url(interaction, query), {"content": "hi", **body}, HTTP_ACCEPT=EVENT_STREAM)
+
+    assert response.status_code == 406
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_acceptable"
+    assert not Message.objects.exists()
+    assert not fake_llm.requests
+
+
+@pytest.mark.parametrize(("query", "body"), [("?stream=false", {}), ("", {"stream": False})])
+def test_stream_false_answers_json_to_a_client_that_prefers_event_streams_but_accepts_json(
+    api, interaction, fake_llm, query, body
+):
+    response = post(
+        api,
+        messages_url(interaction, query),
+        {"content": "hi", **body},
+        HTTP_ACCEPT=f"{EVENT_STREAM}, application/json;q=0.1",
+    )
+
+    assert response.status_code == 201
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["reply"]["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ("?stream=true", {"stream": False}),
+        ("?stream=false", {"stream": True}),
+        ("?stream=true&stream=false", {}),
+    ],
+)
+def test_stream_values_that_disagree_are_refused_and_nothing_is_stored(api, interaction, fake_llm, query, body):
+    response = post(api, messages_url(interaction, query), {"content": "hi", **body})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("conflicting_stream", "stream")
+    assert not Message.objects.exists()
+
+
+def test_stream_true_in_the_query_and_the_body_streams(api, interaction, fake_llm):
+    response = post(api, messages_url(interaction, "?stream=true"), {"content": "hi", "stream": True})
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == EVENT_STREAM
+    assert parse_sse(response.streaming_content)[-1][0] == "reply.completed"
 
 
 def test_an_error_before_the_first_byte_answers_json_with_its_status(api, interaction, other_user, fake_llm):
@@ -141,3 +196,20 @@ def test_listing_messages_with_accept_event_stream_is_not_acceptable(api, intera
 
     assert response.status_code == 406
     assert response["Content-Type"] == "application/json"
+
+
+def test_retry_with_stream_false_to_a_client_that_accepts_only_event_streams_is_not_acceptable(
+    api, interaction, fake_llm
+):
+    user_message = MessageFactory(interaction=interaction, role=MessageRole.USER, content="hi")
+    failed = MessageFactory(
+        interaction=interaction, role=MessageRole.ASSISTANT, content="", status="failed", reply_to=user_message
+    )
+
+    response = post(api, messages_url(interaction, f"{failed.pk}/retry/?stream=false"), {}, HTTP_ACCEPT=EVENT_STREAM)
+
+    assert response.status_code == 406
+    assert response.json()["error"]["code"] == "not_acceptable"
+    failed.refresh_from_db()
+    assert failed.status == "failed"
+    assert not fake_llm.requests
