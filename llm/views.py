@@ -14,7 +14,6 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -52,10 +51,9 @@ IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 
 STREAM_DESCRIPTION = (
     "With `stream=true` (body field or query parameter), or `Accept: text/event-stream` alone (what "
-    "EventSource-style clients send), the answer is `text/event-stream`. An explicit `stream=false` answers "
-    "JSON whatever `Accept` prefers, and 406 `not_acceptable` to a client that accepts only "
-    "`text/event-stream`; a query parameter and a body field that disagree answer 400 `conflicting_stream`. "
-    "An error found before the "
+    "EventSource-style clients send), the answer is `text/event-stream`. An explicit `stream` outranks "
+    "`Accept` and `?format=`: `stream=false` answers JSON whatever the client prefers. The query parameter "
+    "outranks the body field. An error found before the "
     "first event answers JSON with its status, and an idempotent replay answers its stored result "
     "as events: "
     "`message.created` (the stored user message), `reply.created` (the stored in-progress reply), "
@@ -69,9 +67,9 @@ STREAM_PARAMETER = OpenApiParameter(
     "stream",
     OpenApiTypes.BOOL,
     description=(
-        "`true`: stream the reply as server-sent events; `false`: answer JSON, whatever `Accept` prefers. "
-        "Exactly `true` or `false` (anything else answers 400 `invalid_boolean`); must agree with the body's "
-        "`stream` when both are sent (else 400 `conflicting_stream`)."
+        "`true`: stream the reply as server-sent events; `false`: answer JSON, whatever `Accept` or "
+        "`?format=` prefers. Exactly `true` or `false` (anything else answers 400 `invalid_boolean`); "
+        "outranks the body's `stream` when both are sent."
     ),
     required=False,
 )
@@ -186,7 +184,7 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
         summary="Follow a reply as it is generated (server-sent events)",
         description=ATTACH_DESCRIPTION,
         parameters=LAST_EVENT_ID_PARAMETERS,
-        responses={(200, "text/event-stream"): EVENT_STREAM, **error_responses(400, 401, 404, 409, 429)},
+        responses={(200, "text/event-stream"): EVENT_STREAM, **error_responses(400, 401, 404, 406, 409, 429)},
     ),
     cancel=extend_schema(
         summary="Stop a reply being generated",
@@ -218,8 +216,7 @@ def _event_stream_response(stream: Iterator[bytes]) -> StreamingHttpResponse:
             'optional: none, `{}` or `{"stream": true|false}`; malformed JSON answers 400 `parse_error`, any '
             "other field 400 `unknown_field`. Streams as posting a message does (`stream=true` in the body or "
             "the query, or `Accept: text/event-stream` alone), without `message.created`; an explicit "
-            "`stream=false` answers JSON, and 406 `not_acceptable` to a client that accepts only "
-            "`text/event-stream`; body and query that disagree answer 400 `conflicting_stream`."
+            "`stream=false` answers JSON whatever `Accept` prefers, and the query parameter outranks the body."
         ),
         request=ReplyRetryInputSerializer,
         parameters=[STREAM_PARAMETER],
@@ -385,29 +382,23 @@ def _reply_with_a_stream(*, interaction: Interaction, message_id: str) -> Messag
 
 
 def _stream_requested(request: Request, *, body_stream: bool | None) -> bool:
-    """Whether to answer with an event stream: as `stream` says (query parameter or the validated body
-    field, `None` when absent) when it is sent, else when the client accepts only `text/event-stream`.
+    """Whether to answer with an event stream: as `stream` says when it is sent (the query
+    parameter, else the validated body field, `None` when absent), else when the client accepts
+    only `text/event-stream`.
 
-    An explicit `false` outranks `Accept`: a client that accepts JSON as well gets JSON; one that
-    accepts only the stream asked for two answers that exclude each other and gets 406. A query and a
-    body (or repeated query values) that disagree answer 400 rather than one silently winning.
-    (core.middleware has refused any query value other than `true` and `false`.)
+    An explicit `stream` outranks `Accept` and `?format=`, as `?format=` outranks `Accept`:
+    `false` answers JSON (json_unless_streamed) whatever the client prefers. The query
+    parameter outranks the body field, as the more explicit of the two (a client that builds
+    its URL per request). Neither a conflict nor a preference answers an error: none of these
+    can be told from the schema. (core.middleware has refused query values other than `true`
+    and `false`; the last of repeated ones counts, as in DRF.)
     """
-    sent = {value == "true" for value in request.query_params.getlist("stream")}
+    query = request.query_params.get("stream")
+    if query is not None:
+        return query == "true"
     if body_stream is not None:
-        sent.add(body_stream)
-    if len(sent) > 1:
-        raise ApplicationError(
-            "stream was sent both true and false (query parameter, body field); send one value.",
-            code="conflicting_stream",
-            param="stream",
-        )
-    if not sent:
-        return asks_for_event_stream(request)
-    (stream,) = sent
-    if not stream and asks_for_event_stream(request):
-        raise NotAcceptable("stream=false answers JSON, but this request accepts only text/event-stream.")
-    return stream
+        return body_stream
+    return asks_for_event_stream(request)
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -625,7 +625,6 @@ def test_a_retry_with_no_body_an_empty_object_or_stream_false_answers_the_reply_
         ('{"stream": true, "content": "again"}', "", "unknown_field", "content"),
         ('{"stream": "true"}', "", "invalid", "stream"),
         ("[]", "", "invalid", None),
-        ('{"stream": true}', "?stream=false", "conflicting_stream", "stream"),
     ],
 )
 def test_a_retry_with_a_body_it_cannot_take_is_refused_and_the_reply_is_left_as_it_was(

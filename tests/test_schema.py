@@ -163,13 +163,13 @@ def test_the_schema_states_exactly_the_metadata_the_api_accepts(schema, api, met
     assert response.status_code == (201 if documented else 400), response.json()
 
 
-def test_the_operations_that_stream_document_stream_as_a_boolean_and_406(schema):
+def test_the_operations_that_stream_document_stream_as_a_boolean_its_precedence_and_406(schema):
     messages = "/api/v1/interactions/{interaction_id}/messages/"
     for operation in (schema["paths"][messages]["post"], schema["paths"][messages + "{id}/retry/"]["post"]):
         stream = next(p for p in operation["parameters"] if p["name"] == "stream")
         assert stream["schema"] == {"type": "boolean"}
-        assert "conflicting_stream" in stream["description"]
-        assert "not_acceptable" in operation["description"]
+        assert "outranks the body" in stream["description"]
+        assert "outranks" in operation["description"]
         assert operation["responses"]["406"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
 
 

@@ -1,8 +1,8 @@
 """Streaming by content negotiation: `Accept: text/event-stream` alone asks for a stream.
 
 It is what EventSource-style SSE clients send. `stream=true` keeps working; an explicit
-`stream=false` (query or body) outranks `Accept`, and a client that accepts only the stream then
-gets 406; a query and a body that disagree answer 400. An error found before the first byte
+`stream=false` (query or body) outranks `Accept` and `?format=`, and the query parameter outranks
+the body field: no combination answers an error the schema could not tell. An error found before the first byte
 answers JSON with its status; an idempotent replay asked for as an event stream answers as one.
 """
 
@@ -57,17 +57,22 @@ def test_stream_true_keeps_working_with_any_accept_header(api, interaction, fake
     assert response["Content-Type"] == EVENT_STREAM
 
 
-@pytest.mark.parametrize(("query", "body"), [("?stream=false", {}), ("", {"stream": False})])
-def test_stream_false_to_a_client_that_accepts_only_event_streams_is_not_acceptable_and_stores_nothing(
-    api, interaction, fake_llm, query, body
+@pytest.mark.parametrize(
+    ("query", "body", "accept"),
+    [
+        ("?stream=false", {}, EVENT_STREAM),
+        ("", {"stream": False}, EVENT_STREAM),
+        ("?stream=false&format=sse", {}, "*/*"),
+    ],
+)
+def test_stream_false_answers_json_even_to_a_client_that_accepts_only_event_streams(
+    api, interaction, fake_llm, query, body, accept
 ):
-    response = post(api, messages_url(interaction, query), {"content": "hi", **body}, HTTP_ACCEPT=EVENT_STREAM)
+    response = post(api, messages_url(interaction, query), {"content": "hi", **body}, HTTP_ACCEPT=accept)
 
-    assert response.status_code == 406
+    assert response.status_code == 201
     assert response["Content-Type"] == "application/json"
-    assert response.json()["error"]["code"] == "not_acceptable"
-    assert not Message.objects.exists()
-    assert not fake_llm.requests
+    assert response.json()["reply"]["status"] == "completed"
 
 
 @pytest.mark.parametrize(("query", "body"), [("?stream=false", {}), ("", {"stream": False})])
@@ -87,20 +92,14 @@ def test_stream_false_answers_json_to_a_client_that_prefers_event_streams_but_ac
 
 
 @pytest.mark.parametrize(
-    ("query", "body"),
-    [
-        ("?stream=true", {"stream": False}),
-        ("?stream=false", {"stream": True}),
-        ("?stream=true&stream=false", {}),
-    ],
+    ("query", "body", "streamed"),
+    [("?stream=true", {"stream": False}, True), ("?stream=false", {"stream": True}, False)],
 )
-def test_stream_values_that_disagree_are_refused_and_nothing_is_stored(api, interaction, fake_llm, query, body):
+def test_the_query_parameter_outranks_the_body_field(api, interaction, fake_llm, query, body, streamed):
     response = post(api, messages_url(interaction, query), {"content": "hi", **body})
 
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert (error["code"], error["param"]) == ("conflicting_stream", "stream")
-    assert not Message.objects.exists()
+    assert response.status_code == (200 if streamed else 201)
+    assert response["Content-Type"] == (EVENT_STREAM if streamed else "application/json")
 
 
 def test_stream_true_in_the_query_and_the_body_streams(api, interaction, fake_llm):
@@ -198,7 +197,7 @@ def test_listing_messages_with_accept_event_stream_is_not_acceptable(api, intera
     assert response["Content-Type"] == "application/json"
 
 
-def test_retry_with_stream_false_to_a_client_that_accepts_only_event_streams_is_not_acceptable(
+def test_retry_with_stream_false_answers_json_even_to_a_client_that_accepts_only_event_streams(
     api, interaction, fake_llm
 ):
     user_message = MessageFactory(interaction=interaction, role=MessageRole.USER, content="hi")
@@ -208,8 +207,6 @@ def test_retry_with_stream_false_to_a_client_that_accepts_only_event_streams_is_
 
     response = post(api, messages_url(interaction, f"{failed.pk}/retry/?stream=false"), {}, HTTP_ACCEPT=EVENT_STREAM)
 
-    assert response.status_code == 406
-    assert response.json()["error"]["code"] == "not_acceptable"
-    failed.refresh_from_db()
-    assert failed.status == "failed"
-    assert not fake_llm.requests
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["status"] == "completed"
