@@ -10,6 +10,12 @@ from django.core.checks import run_checks
 from tests.conftest import ROOT
 
 
+def settings_printed(expression: str, *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A new Python process with `env` loads the settings and prints `expression` (of `settings`)."""
+    code = f"import django; django.setup(); from django.conf import settings; print({expression})"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=cwd, check=False)
+
+
 def test_every_environment_variable_is_documented_in_env_example():
     settings_source = (ROOT / "chatproject" / "settings.py").read_text()
     used = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', settings_source))
@@ -33,18 +39,8 @@ def test_env_example_used_as_is_gives_a_working_configuration(tmp_path: Path):
     # The one variable .env.example cannot hold a value for (scripts/run writes one to .env).
     env["DJANGO_SECRET_KEY"] = "a-generated-secret-" + "k" * 40
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django; django.setup(); from django.conf import settings; "
-            "print(settings.DATABASES['default']['ENGINE'], settings.CACHES['default']['BACKEND'])",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
+    result = settings_printed(
+        "settings.DATABASES['default']['ENGINE'], settings.CACHES['default']['BACKEND']", env=env, cwd=tmp_path
     )
 
     assert result.returncode == 0, result.stderr
@@ -91,18 +87,7 @@ def test_x_forwarded_proto_is_believed_only_behind_trusted_proxies(tmp_path: Pat
         }
     )
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django; django.setup(); from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = settings_printed("settings.SECURE_PROXY_SSL_HEADER", env=env, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == header
