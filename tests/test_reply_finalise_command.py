@@ -1,7 +1,11 @@
 """`manage.py finalise_abandoned_replies`: what an operator runs from cron while the service runs."""
 
 import io
+import os
+import subprocess
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -9,6 +13,7 @@ from django.core.management import CommandError, call_command
 from core.models import now_stored_precision
 from interactions.models import Interaction
 from llm.services import reply_start
+from messages_app import services
 from messages_app.models import Message, MessageRole, MessageStatus
 from messages_app.services import message_create
 from tests.factories import InteractionFactory
@@ -76,3 +81,19 @@ def test_it_finalises_in_progress_replies_that_no_slot_holds(user):
 def test_a_malformed_dead_holder_is_refused():
     with pytest.raises(CommandError):
         finalise("--dead-holder", "no-pid-here")
+
+
+def test_a_worker_that_exited_but_is_not_reaped_yet_counts_as_dead():
+    # Killed with its master, a worker is reparented to init, which may take a second or more to
+    # reap it: meanwhile signal 0 still reaches it, and --dead-local at start-up would skip its claims.
+    exited = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{exited.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    try:
+        assert not services._process_exists(exited.pid)
+        assert services._process_exists(os.getpid())
+    finally:
+        exited.wait()
