@@ -30,16 +30,15 @@ ERROR_CODES = {
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:  # type: ignore[no-untyped-def]
-    """gunicorn's util.write_error, in the envelope of core.exceptions.error_body."""
+    """gunicorn's util.write_error, in the API's error envelope (core.exceptions.error_body)."""
+    from core.exceptions import error_body  # Django is loaded by the time a request is refused.
+
     body = json.dumps(
-        {
-            "error": {
-                "message": f"{reason}: {mesg}" if mesg else reason,
-                "type": "invalid_request_error" if status_int < 500 else "api_error",
-                "param": None,
-                "code": ERROR_CODES.get(status_int, "invalid_request"),
-            }
-        }
+        error_body(
+            message=f"{reason}: {mesg}" if mesg else reason,
+            status_code=status_int,
+            code=ERROR_CODES.get(status_int, "invalid_request"),
+        )
     ).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"

@@ -31,10 +31,14 @@ ERROR_TYPES = {
     405: "invalid_request_error",
     406: "invalid_request_error",
     409: "invalid_request_error",
+    411: "invalid_request_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
     415: "invalid_request_error",
+    417: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
 }
 
 

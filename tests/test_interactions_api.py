@@ -210,5 +210,6 @@ def test_a_chunked_body_the_server_did_not_decode_answers_411_and_stores_nothing
     body = b"".join(application(environ, lambda status, headers, *_: statuses.append(status)))
 
     assert statuses == ["411 Length Required"]
-    assert json.loads(body)["error"]["code"] == "length_required"
+    error = json.loads(body)["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "length_required")
     assert not Interaction.objects.exists()
