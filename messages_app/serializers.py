@@ -10,7 +10,7 @@ from messages_app.models import Message, MessageRole
 # The `stream` body field of every operation that can stream (posting a message, retrying a reply).
 STREAM_FIELD_HELP_TEXT = (
     "`true`: answer `text/event-stream` with the reply as it is generated (same as `?stream=true`); "
-    "`false`: answer JSON, whatever `Accept` prefers. Must agree with `?stream=` when both are sent."
+    "`false`: answer JSON, whatever `Accept` prefers. `?stream=` outranks it when both are sent."
 )
 
 
