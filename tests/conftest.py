@@ -1,3 +1,5 @@
+import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -98,6 +100,19 @@ def gunicorn_start(
         process.wait(timeout=30)
         raise
     return process
+
+
+def http_json(
+    port: int, token: str, method: str, path: str, body: dict | None = None, *, timeout: float = 30
+) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """One JSON request to 127.0.0.1:`port` as `token`'s user, on a connection of its own: (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, json.loads(data) if data else {}
 
 
 @contextmanager

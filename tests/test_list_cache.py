@@ -7,14 +7,11 @@ pages' keys are. Writes made outside this process's cache stand in for the other
 the gunicorn test makes the other worker real.
 """
 
-import http.client
-import json
-
 import pytest
 from django.db.models import F
 
 from interactions.models import Interaction
-from tests.conftest import gunicorn_serving
+from tests.conftest import gunicorn_serving, http_json
 from tests.factories import InteractionFactory
 
 pytestmark = pytest.mark.django_db
@@ -90,13 +87,7 @@ def test_every_worker_lists_a_write_at_once_on_embedded_defaults(subprocess_env)
 
         def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
             # A new connection per request, so that both workers serve some of them.
-            connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=20)
-            headers = {"Authorization": f"Token {served.token}", "Content-Type": "application/json"}
-            connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            connection.close()
-            return response.status, json.loads(data) if data else {}
+            return http_json(served.port, served.token, method, path, body)
 
         status, created = call("POST", LIST, {"title": "before"})
         assert status == 201

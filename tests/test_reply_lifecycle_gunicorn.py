@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import demo_token, free_port, gunicorn_start, openai_env
+from tests.conftest import demo_token, free_port, gunicorn_start, http_json, openai_env
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +87,7 @@ def gunicorn(server_env) -> Iterator[Gunicorn]:
 
 
 def call(server: Gunicorn, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    headers = {"Authorization": f"Token {server.env['TEST_TOKEN']}", "Content-Type": "application/json"}
-    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, json.loads(data) if data else {}
+    return http_json(server.port, server.env["TEST_TOKEN"], method, path, body)
 
 
 def messages(server: Gunicorn, interaction_id: str) -> list[dict]:
